@@ -512,8 +512,7 @@ extern const char *const for_kind_names[];
   X(S_DECL)   /* declare local var = value */                                 \
   X(S_ASSIGN) /* local var = value */                                         \
   X(S_IF)     /* if cond then [else els] */                                   \
-  X(S_CHECK)  /* if !cond: evaluate `value` (an IR_FAIL) and stop the kernel */ \
-  X(S_FILL)   /* set every element of buf to `value` (zero-fill, init) */
+  X(S_CHECK)  /* if !cond: evaluate `value` (an IR_FAIL) and stop the kernel */
 typedef enum {
 #define X(n) n,
   IR_STMT_KIND_LIST(X)
@@ -530,10 +529,10 @@ struct IRStmt {
   IRStmt *body;         /* S_FOR */
   IRStmt **stmts;       /* S_BLOCK */
   int n;
-  Buffer *buf;          /* S_STORE, S_FILL */
+  Buffer *buf;          /* S_STORE */
   IRExpr **idx;         /* S_STORE */
   int nidx;
-  IRExpr *value;        /* S_STORE, S_DECL, S_ASSIGN, S_CHECK (IR_FAIL), S_FILL */
+  IRExpr *value;        /* S_STORE, S_DECL, S_ASSIGN, S_CHECK (IR_FAIL) */
   IRExpr *cond;         /* S_IF, S_CHECK */
   IRStmt *then, *els;   /* S_IF */
 };
@@ -584,7 +583,6 @@ IRStmt *ir_decl(Ctx *c, IRVar *v, IRExpr *value);
 IRStmt *ir_assign(Ctx *c, IRVar *v, IRExpr *value);
 IRStmt *ir_if(Ctx *c, IRExpr *cond, IRStmt *then, IRStmt *els);
 IRStmt *ir_check(Ctx *c, IRExpr *cond, IRExpr *fail);
-IRStmt *ir_fill(Ctx *c, Buffer *b, IRExpr *value);
 
 /* Integer helpers on symbolic int64 expressions (fold constants). */
 IRExpr *ir_add(Ctx *c, IRExpr *a, IRExpr *b);
