@@ -282,6 +282,7 @@ struct SizeSym {
   int id;         /* index in Def.syms; also the kernel's sizes[] slot */
   Tensor *tensor; /* first input binding it ... */
   int dim;        /* ... and its dimension */
+  struct IRVar *var; /* infer: its VAR_SIZE variable "z_<name>", shared by lower */
 };
 
 typedef enum { T_INPUT, T_OUTPUT, T_TEMP } TensorRole;
@@ -403,6 +404,11 @@ typedef struct Program {
  * ================================================================ */
 /* program := def*; see docs/language.md for the grammar. */
 Program *parse_program(Ctx *c, Token *toks);
+/* Canonical text of the AST, fully parenthesized (`(a + (b * c))`,
+ * `min(a, b)`), before or after sema (resolved nodes print their names):
+ * tests, dumps, cache keys. */
+void ast_print_expr(Buf *b, const Expr *e);
+void ast_print_def(Buf *b, const Def *d);
 
 /* ================================================================
  * sema.c
@@ -425,6 +431,9 @@ Def *sema_find_def(Program *p, const char *name);
 void infer_def(Ctx *c, Def *d);
 /* Linearizes a subscript: true and coef/rest when affine. */
 bool infer_affine(Ctx *c, Stmt *s, Expr *sub, int64_t *coef, IRExpr **rest);
+/* Appends each statement's index ranges ("  i in [0, z_N)") and each
+ * output/temporary's size, for `tensorc explain`.  Requires infer_def. */
+void infer_print_def(Buf *b, Def *d);
 
 /* ================================================================
  * IR (ir.c: constructors, printer, mutators, evaluation)

@@ -220,8 +220,10 @@ void error_vset(tc_error *err, tc_status code, const SrcFile *file, Loc loc,
     caret[k++] = (size_t)(i - 1) < n && src[i - 1] == '\t' ? '\t' : ' ';
   caret[k++] = '^';
   caret[k] = '\0';
-  snprintf(err->diagnostic, sizeof err->diagnostic, "%s:%d:%d: error: %s\n%s\n%s",
-           err->file, loc.line, loc.col, err->message, err->source_line, caret);
+  /* a long message is cut, never overflowed */
+  if (snprintf(err->diagnostic, sizeof err->diagnostic, "%s:%d:%d: error: %s\n%s\n%s",
+               err->file, loc.line, loc.col, err->message, err->source_line, caret) < 0)
+    err->diagnostic[0] = '\0';
 }
 
 void error_set(tc_error *err, tc_status code, const SrcFile *file, Loc loc,

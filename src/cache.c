@@ -1,0 +1,525 @@
+/*
+ * cache.c — the kernel cache: in memory, then on disk, then the compiler.
+ *
+ * A kernel is found by a 128-bit key, MurmurHash3 (x64, 128-bit) of the
+ * compiler identity (jit_identity: compiler binary, flags, CPU, tensorc's
+ * version and kernel ABI) and the generated C source — which is a canonical
+ * form of the program: emit_c names everything from counters in program
+ * order, never from pointers.
+ *
+ * Memory: a hash table from key to the loaded kernel (dlopen handle and
+ * tc_kernel), under a mutex.  A key being built is in the table as a
+ * placeholder; other threads asking for it wait on a condition variable
+ * instead of compiling it a second time.
+ *
+ * Disk: `<dir>/<hex key>.so`, the shared object followed by a 32-byte
+ * trailer (little-endian):
+ *
+ *   0  "TCK1"    magic
+ *   4  uint32    payload length (the file's size minus 32)
+ *   8  uint64    checksum of the payload (MurmurHash3, another seed)
+ *   16 uint64[2] the key
+ *
+ * ELF loaders ignore trailing bytes, but we never dlopen the entry file
+ * anyway.  Loading reads the whole file, verifies the trailer (magic, length,
+ * checksum, key: a truncated, torn, corrupted or misnamed file fails), and
+ * then dlopens a private copy of exactly the bytes it verified, in a mode
+ * 0700 directory of our own: another process replacing the entry between
+ * the check and the dlopen cannot slip other bytes in (no TOCTOU).  We chose
+ * a private file over memfd_create + /proc/self/fd/N because glibc's dlopen
+ * recognises already-loaded objects by name, and fd numbers are reused;
+ * private names hold the key, the pid and a counter, so they never repeat.
+ * A bad entry is unlinked and rebuilt.
+ *
+ * Storing: the kernel is compiled in the private directory and loaded from
+ * there; then its bytes plus the trailer are written to
+ * `<dir>/tmp-<pid>-XXXXXX.so`, fsync'ed and renamed to `<hex>.so`.  rename
+ * is atomic, so other processes see either no entry or a complete one;
+ * processes racing on one key all succeed (the last rename wins, each loaded
+ * its own copy).  If the directory cannot be created or written, the cache
+ * keeps working without it (memory only); a read-only directory is still
+ * read.
+ */
+#include "tc.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TRAILER 32
+#define MAX_ENTRY (1u << 30)
+
+typedef struct Key {
+  uint64_t h[2];
+} Key;
+
+typedef struct Entry Entry;
+struct Entry {
+  Entry *next;
+  Key key;
+  bool ready;        /* false: a thread is building it */
+  void *handle;      /* dlopen */
+  tc_kernel_fn fn;
+  char *path;        /* the shared object it came from (for messages) */
+};
+
+struct Cache {
+  char *dir;         /* NULL: no disk cache */
+  bool writable;     /* dir exists and is writable */
+  char *priv;        /* our private mode-0700 directory, made on first use */
+  pthread_mutex_t mu;
+  pthread_cond_t built;
+  Entry **buckets;
+  size_t nbuckets, count;
+  uint64_t counter;  /* private file names */
+};
+
+/* ---- hashing: MurmurHash3_x64_128 (Austin Appleby, public domain) ---- */
+
+static uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static uint64_t fmix64(uint64_t k) {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdull;
+  k ^= k >> 33;
+  k *= 0xc4ceb9fe1a85ec53ull;
+  k ^= k >> 33;
+  return k;
+}
+
+static uint64_t load64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--)
+    v = v << 8 | p[i];
+  return v;
+}
+
+static void store64(unsigned char *p, uint64_t v) {
+  for (int i = 0; i < 8; i++, v >>= 8)
+    p[i] = (unsigned char)v;
+}
+
+static Key murmur3_128(const void *data, size_t len, uint64_t seed) {
+  const unsigned char *p = data;
+  const uint64_t c1 = 0x87c37b91114253d5ull, c2 = 0x4cf5ad432745937full;
+  uint64_t h1 = seed, h2 = seed;
+  size_t nblocks = len / 16;
+  for (size_t i = 0; i < nblocks; i++) {
+    uint64_t k1 = load64(p + 16 * i), k2 = load64(p + 16 * i + 8);
+    k1 *= c1, k1 = rotl64(k1, 31), k1 *= c2, h1 ^= k1;
+    h1 = rotl64(h1, 27), h1 += h2, h1 = h1 * 5 + 0x52dce729;
+    k2 *= c2, k2 = rotl64(k2, 33), k2 *= c1, h2 ^= k2;
+    h2 = rotl64(h2, 31), h2 += h1, h2 = h2 * 5 + 0x38495ab5;
+  }
+  const unsigned char *tail = p + 16 * nblocks;
+  uint64_t k1 = 0, k2 = 0;
+  size_t rest = len & 15;
+  for (size_t i = rest; i > 8; i--)
+    k2 ^= (uint64_t)tail[i - 1] << (8 * (i - 9));
+  if (rest > 8)
+    k2 *= c2, k2 = rotl64(k2, 33), k2 *= c1, h2 ^= k2;
+  for (size_t i = rest < 8 ? rest : 8; i > 0; i--)
+    k1 ^= (uint64_t)tail[i - 1] << (8 * (i - 1));
+  if (rest)
+    k1 *= c1, k1 = rotl64(k1, 31), k1 *= c2, h1 ^= k1;
+  h1 ^= (uint64_t)len, h2 ^= (uint64_t)len;
+  h1 += h2, h2 += h1;
+  h1 = fmix64(h1), h2 = fmix64(h2);
+  h1 += h2, h2 += h1;
+  return (Key){{h1, h2}};
+}
+
+static uint64_t checksum(const void *data, size_t len) {
+  return murmur3_128(data, len, 0x544b43484b53554dull).h[0];
+}
+
+/* ---- small file helpers ---- */
+
+static bool write_all(int fd, const void *data, size_t n) {
+  const char *s = data;
+  while (n) {
+    ssize_t w = write(fd, s, n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return false;
+    s += w;
+    n -= (size_t)w;
+  }
+  return true;
+}
+
+/* Reads the whole file; NULL when it cannot (or is absurdly large). */
+static unsigned char *read_file(int fd, size_t *len) {
+  struct stat st;
+  if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > (off_t)MAX_ENTRY)
+    return NULL;
+  size_t n = (size_t)st.st_size, got = 0;
+  unsigned char *p = malloc(n ? n : 1);
+  while (p && got < n) {
+    ssize_t r = read(fd, p + got, n - got);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    got += (size_t)r;
+  }
+  if (p && got != n) { /* shrank under us: the caller sees a short file */
+    n = got;
+  }
+  *len = n;
+  return p;
+}
+
+/* mkdir -p with mode 0700 for the directories it creates. */
+static bool mkdir_p(const char *dir) {
+  char path[PATH_MAX];
+  size_t n = strlen(dir);
+  if (n == 0 || n >= sizeof path)
+    return false;
+  memcpy(path, dir, n + 1);
+  for (char *p = path + 1;; p++) {
+    if (*p == '/' || *p == '\0') {
+      char c = *p;
+      *p = '\0';
+      if (mkdir(path, 0700) && errno != EEXIST)
+        return false;
+      *p = c;
+      if (!c)
+        break;
+    }
+  }
+  struct stat st;
+  return !stat(dir, &st) && S_ISDIR(st.st_mode);
+}
+
+static void key_hex(Key key, char out[33]) {
+  snprintf(out, 33, "%016llx%016llx", (unsigned long long)key.h[0],
+           (unsigned long long)key.h[1]);
+}
+
+/* ---- the cache object ---- */
+
+Cache *cache_new(const char *dir) {
+  Cache *k = calloc(1, sizeof *k);
+  if (!k)
+    return NULL;
+  k->nbuckets = 64;
+  k->buckets = calloc(k->nbuckets, sizeof *k->buckets);
+  if (!k->buckets) {
+    free(k);
+    return NULL;
+  }
+  pthread_mutex_init(&k->mu, NULL);
+  pthread_cond_init(&k->built, NULL);
+  if (dir && *dir) {
+    k->dir = strdup(dir);
+    k->writable = k->dir && mkdir_p(dir) && !access(dir, W_OK | X_OK);
+  }
+  return k;
+}
+
+void cache_free(Cache *k) {
+  if (!k)
+    return;
+  for (size_t i = 0; i < k->nbuckets; i++) {
+    for (Entry *e = k->buckets[i], *next; e; e = next) {
+      next = e->next;
+      if (e->handle)
+        dlclose(e->handle);
+      free(e->path);
+      free(e);
+    }
+  }
+  if (k->priv)
+    rmdir(k->priv);
+  free(k->priv);
+  free(k->buckets);
+  free(k->dir);
+  pthread_cond_destroy(&k->built);
+  pthread_mutex_destroy(&k->mu);
+  free(k);
+}
+
+static Entry **find(Cache *k, Key key) {
+  Entry **pe = &k->buckets[key.h[0] & (k->nbuckets - 1)];
+  while (*pe && ((*pe)->key.h[0] != key.h[0] || (*pe)->key.h[1] != key.h[1]))
+    pe = &(*pe)->next;
+  return pe;
+}
+
+/* Doubles the table when it is full (keeps the old one on OOM). */
+static void grow(Cache *k) {
+  size_t n = k->nbuckets * 2;
+  Entry **b = calloc(n, sizeof *b);
+  if (!b)
+    return;
+  for (size_t i = 0; i < k->nbuckets; i++) {
+    for (Entry *e = k->buckets[i], *next; e; e = next) {
+      next = e->next;
+      Entry **pe = &b[e->key.h[0] & (n - 1)];
+      e->next = *pe;
+      *pe = e;
+    }
+  }
+  free(k->buckets);
+  k->buckets = b;
+  k->nbuckets = n;
+}
+
+/* Makes the private directory (once) and a fresh name in it.  Under k->mu. */
+static bool private_name(Cache *k, Key key, char *out, size_t cap) {
+  if (!k->priv) {
+    const char *bases[] = {getenv("TMPDIR"), "/tmp", "/var/tmp", k->writable ? k->dir : NULL};
+    for (size_t i = 0; i < sizeof bases / sizeof bases[0] && !k->priv; i++) {
+      char tmpl[PATH_MAX];
+      if (!bases[i] || !*bases[i] ||
+          snprintf(tmpl, sizeof tmpl, "%s/tensorc-XXXXXX", bases[i]) >= (int)sizeof tmpl)
+        continue;
+      if (mkdtemp(tmpl))
+        k->priv = strdup(tmpl);
+    }
+    if (!k->priv)
+      return false;
+  }
+  char hex[33];
+  key_hex(key, hex);
+  int n = snprintf(out, cap, "%s/%s-%ld-%llu.so", k->priv, hex, (long)getpid(),
+                   (unsigned long long)k->counter++);
+  return n > 0 && (size_t)n < cap;
+}
+
+/* dlopens `path` and checks the kernel's ABI; NULL and err on failure. */
+static void *load_kernel(const char *path, tc_kernel_fn *fn, tc_error *err) {
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *msg = dlerror();
+    error_set(err, TC_ERR_IO, NULL, (Loc){0, 0}, "cannot load kernel %s: %s", path,
+              msg ? msg : "?");
+    return NULL;
+  }
+  const int *abi = dlsym(h, "tc_kernel_abi");
+  void *sym = dlsym(h, "tc_kernel");
+  if (!abi || *abi != TC_KERNEL_ABI || !sym) {
+    dlclose(h);
+    error_set(err, TC_ERR_INTERNAL, NULL, (Loc){0, 0}, "kernel %s: %s", path,
+            !abi || !sym ? "missing tc_kernel or tc_kernel_abi" : "kernel ABI mismatch");
+    return NULL;
+  }
+  /* POSIX: a dlsym'd function pointer round-trips through void * */
+  memcpy(fn, &sym, sizeof *fn);
+  return h;
+}
+
+/* Verifies an entry's bytes: trailer magic, length, checksum, key. */
+static bool verify(const unsigned char *p, size_t n, Key key) {
+  if (n < TRAILER)
+    return false;
+  const unsigned char *t = p + n - TRAILER;
+  uint32_t len = (uint32_t)t[4] | (uint32_t)t[5] << 8 | (uint32_t)t[6] << 16 |
+                 (uint32_t)t[7] << 24;
+  return !memcmp(t, "TCK1", 4) && len == n - TRAILER && load64(t + 8) == checksum(p, len) &&
+         load64(t + 16) == key.h[0] && load64(t + 24) == key.h[1];
+}
+
+/* Writes bytes to a new private file (exclusive) and dlopens it. */
+static void *load_private(Cache *k, Key key, const unsigned char *p, size_t n,
+                          tc_kernel_fn *fn, tc_error *err) {
+  char path[PATH_MAX];
+  pthread_mutex_lock(&k->mu);
+  bool ok = private_name(k, key, path, sizeof path);
+  pthread_mutex_unlock(&k->mu);
+  if (!ok) {
+    error_set(err, TC_ERR_IO, NULL, (Loc){0, 0}, "cannot create a private temporary directory");
+    return NULL;
+  }
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+  if (fd < 0 || !write_all(fd, p, n)) {
+    error_set(err, TC_ERR_IO, NULL, (Loc){0, 0}, "cannot write %s: %s", path, strerror(errno));
+    if (fd >= 0) {
+      close(fd);
+      unlink(path);
+    }
+    return NULL;
+  }
+  close(fd);
+  void *h = load_kernel(path, fn, err);
+  unlink(path);
+  return h;
+}
+
+/* Looks the key up on disk.  Returns the handle, or NULL on a miss; a bad
+ * entry is removed. */
+static void *disk_lookup(Cache *k, Key key, const char *path, tc_kernel_fn *fn) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return NULL;
+  size_t n = 0;
+  unsigned char *p = read_file(fd, &n);
+  void *h = NULL;
+  if (p && verify(p, n, key)) {
+    tc_error ignored;
+    h = load_private(k, key, p, n - TRAILER, fn, &ignored);
+  }
+  if (!h) {
+    /* corrupt, truncated or unloadable: remove it unless it was replaced */
+    struct stat a, b;
+    if (!fstat(fd, &a) && !stat(path, &b) && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+      unlink(path);
+  }
+  free(p);
+  close(fd);
+  return h;
+}
+
+/* Publishes the built object as `path`: temp file, trailer, fsync, rename. */
+static void disk_store(Cache *k, Key key, const char *path, const unsigned char *p,
+                       size_t n) {
+  if (n > MAX_ENTRY)
+    return;
+  char tmp[PATH_MAX];
+  if (snprintf(tmp, sizeof tmp, "%s/tmp-%ld-XXXXXX.so", k->dir, (long)getpid()) >=
+      (int)sizeof tmp)
+    return;
+  int fd = mkostemps(tmp, 3, O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == EACCES || errno == EROFS || errno == ENOENT || errno == EPERM) {
+      pthread_mutex_lock(&k->mu);
+      k->writable = false;
+      pthread_mutex_unlock(&k->mu);
+    }
+    return;
+  }
+  unsigned char t[TRAILER];
+  memcpy(t, "TCK1", 4);
+  for (int i = 0; i < 4; i++)
+    t[4 + i] = (unsigned char)(n >> (8 * i));
+  store64(t + 8, checksum(p, n));
+  store64(t + 16, key.h[0]);
+  store64(t + 24, key.h[1]);
+  bool ok = write_all(fd, p, n) && write_all(fd, t, TRAILER) && !fsync(fd);
+  ok = !close(fd) && ok;
+  if (!ok || rename(tmp, path))
+    unlink(tmp);
+}
+
+/* Compiles the source privately, loads it, and publishes it on disk. */
+static void *build(Cache *k, const JitConfig *cfg, Key key, const char *entry,
+                   const char *source, size_t len, tc_kernel_fn *fn, char *where,
+                   size_t wherecap, tc_error *err) {
+  char path[PATH_MAX];
+  pthread_mutex_lock(&k->mu);
+  bool ok = private_name(k, key, path, sizeof path);
+  bool publish = entry && k->writable;
+  pthread_mutex_unlock(&k->mu);
+  if (!ok) {
+    error_set(err, TC_ERR_IO, NULL, (Loc){0, 0}, "cannot create a private temporary directory");
+    return NULL;
+  }
+  if (jit_build(cfg, source, len, path, err) != TC_OK) {
+    unlink(path);
+    return NULL;
+  }
+  unsigned char *bytes = NULL;
+  size_t n = 0;
+  if (publish) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      bytes = read_file(fd, &n);
+      close(fd);
+    }
+  }
+  void *h = load_kernel(path, fn, err);
+  unlink(path);
+  if (h && bytes)
+    disk_store(k, key, entry, bytes, n);
+  free(bytes);
+  snprintf(where, wherecap, "%s", h && publish ? entry : path);
+  return h;
+}
+
+tc_status cache_get(Cache *k, const JitConfig *cfg, const char *identity,
+                    const char *source, size_t len, tc_kernel_fn *fn, int *how,
+                    char *path, size_t pathlen, tc_error *user_err) {
+  tc_error local, *err = user_err ? user_err : &local;
+  error_clear(err);
+  size_t ilen = strlen(identity);
+  unsigned char *text = malloc(ilen + 1 + len);
+  if (!text) {
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    return TC_ERR_NOMEM;
+  }
+  memcpy(text, identity, ilen + 1); /* the NUL separates identity and source */
+  memcpy(text + ilen + 1, source, len);
+  Key key = murmur3_128(text, ilen + 1 + len, 0x74656e736f7263ull);
+  free(text);
+
+  pthread_mutex_lock(&k->mu);
+  Entry **pe;
+  while (*(pe = find(k, key)) && !(*pe)->ready)
+    pthread_cond_wait(&k->built, &k->mu);
+  if (*pe) {
+    *fn = (*pe)->fn;
+    if (how)
+      *how = 1;
+    if (path && pathlen)
+      snprintf(path, pathlen, "%s", (*pe)->path ? (*pe)->path : "");
+    pthread_mutex_unlock(&k->mu);
+    return TC_OK;
+  }
+  Entry *e = calloc(1, sizeof *e);
+  if (!e) {
+    pthread_mutex_unlock(&k->mu);
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    return TC_ERR_NOMEM;
+  }
+  e->key = key;
+  *pe = e; /* a placeholder: others wait for it */
+  char *dir = k->dir ? strdup(k->dir) : NULL;
+  pthread_mutex_unlock(&k->mu);
+
+  char entry[PATH_MAX], where[PATH_MAX] = "";
+  char hex[33];
+  key_hex(key, hex);
+  bool on_disk = dir && snprintf(entry, sizeof entry, "%s/%s.so", dir, hex) < (int)sizeof entry;
+  free(dir);
+  int got = 2;
+  tc_kernel_fn f = NULL;
+  void *h = on_disk ? disk_lookup(k, key, entry, &f) : NULL;
+  if (h) {
+    snprintf(where, sizeof where, "%s", entry);
+  } else {
+    got = 0;
+    h = build(k, cfg, key, on_disk ? entry : NULL, source, len, &f, where, sizeof where, err);
+  }
+
+  pthread_mutex_lock(&k->mu);
+  pe = find(k, key);
+  if (h) {
+    e->ready = true;
+    e->handle = h;
+    e->fn = f;
+    e->path = strdup(where);
+    if (++k->count > k->nbuckets)
+      grow(k);
+  } else {
+    *pe = e->next;
+    free(e);
+  }
+  pthread_cond_broadcast(&k->built);
+  pthread_mutex_unlock(&k->mu);
+  if (!h)
+    return err->code ? err->code : TC_ERR_INTERNAL;
+  *fn = f;
+  if (how)
+    *how = got;
+  if (path && pathlen)
+    snprintf(path, pathlen, "%s", where);
+  return TC_OK;
+}

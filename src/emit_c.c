@@ -1,0 +1,832 @@
+/*
+ * emit_c.c — IR to C source.
+ *
+ * Requires a flattened IRFunc (every IR_LOAD / S_STORE has one index, in
+ * elements) whose loops are serial, vectorized, unrolled or parallel.
+ * Produces one self-contained C11 translation unit:
+ *
+ *   #include <stdint.h> <math.h> <string.h>
+ *   the kernel ABI (TC_KERNEL_ABI_DECLS, the same text runtime.c compiles)
+ *   static inline helpers, only those the body uses
+ *   static void task_K(const void *args, int64_t lo, int64_t hi)  per parallel loop
+ *   int tc_kernel(const tc_kargs *a)
+ *   const int tc_kernel_abi = TC_KERNEL_ABI;
+ *
+ * It is compiled with `-std=c11 -O3 -march=native -fwrapv -fno-math-errno
+ * -ffp-contract=off`; the code relies on -fwrapv for int32/int64 wrap-around
+ * (docs/language.md: integers wrap) and on -ffp-contract=off so that a*b+c
+ * rounds twice, as in the interpreter.
+ *
+ * Values: an IR expression of type T is a C expression of dtype_info[T].vtype.
+ * float16 and bfloat16 values are floats holding a representable value, or
+ * the unrounded float32 result of arithmetic on them: loads widen
+ * (tc_h2f/tc_b2f), stores and casts round to nearest even (tc_f2h...).  bool
+ * values are _Bool, stored as one byte.  Integer types narrower than int are
+ * cast back to their type after every operation, so they wrap at their width.
+ * Integer / and % round toward minus infinity, x/0 == x%0 == 0 and MIN/-1
+ * wraps (helpers); float % is numpy's floored remainder; min/max on floats
+ * propagate NaN; float-to-integer casts saturate and send NaN to 0.
+ *
+ * Semantics of the IR that the C form must keep: IR_SELECT and && / || are
+ * lazy (C's ?:, &&, ||), IR_FAIL reports a failure and yields 0 (the kernel
+ * then returns 1 at the next check), S_CHECK stops the kernel.
+ *
+ * Each top-level parallel loop is outlined into a task function that
+ * re-derives what it uses from the kernel arguments, and runs through
+ * a->rt->parallel_for; a task stops early once any failure is recorded.
+ * Generated names are the IR's mangled names (b_, z_, x<k>_, f<k>_, acc<k>)
+ * plus tc_*, task_* and `a`; nothing else is user-written.  The text depends
+ * only on the IR (no pointers, no counters from outside), so the same program
+ * always gives the same bytes: the kernel cache keys on them.
+ */
+#include "tc.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Helper families emitted on demand, per value type. */
+typedef enum {
+  H_DIV,  /* floored integer division */
+  H_MOD,  /* floored integer remainder */
+  H_FMOD, /* numpy float remainder */
+  H_MIN,  /* min; NaN-propagating on floats */
+  H_MAX,
+  H_SAT,  /* saturating float -> integer */
+  H_F16,  /* float16 <-> float */
+  H_BF16, /* bfloat16 <-> float */
+  NUM_HELPERS
+} Helper;
+
+typedef struct Emit {
+  Ctx *c;
+  IRFunc *f;
+  bool need[NUM_HELPERS][TC_NUM_DTYPES];
+  Buf tasks;   /* outlined task functions, in order */
+  int ntasks;
+  bool in_task;
+  int depth;   /* loops around the statement being emitted */
+} Emit;
+
+/* What a function body uses, for its preamble. */
+typedef struct Uses {
+  bool *buf;   /* [nbufs] */
+  bool *size;  /* [nsizes] */
+  bool *shape; /* [ndims] */
+  bool *stride;
+} Uses;
+
+static void emit_expr(Emit *E, Buf *b, const IRExpr *e);
+
+/* ---- types and names ---- */
+
+static const char *vtype(tc_dtype t) { return dtype_info[t].vtype; }
+
+/* float16 and bfloat16 values are floats: their helpers are float's. */
+static tc_dtype value_dtype(tc_dtype t) {
+  return t == TC_FLOAT16 || t == TC_BFLOAT16 ? TC_FLOAT32 : t;
+}
+
+static const char *suffix(tc_dtype t) {
+  static const char *const s[TC_NUM_DTYPES] = {
+      [TC_BOOL] = "b",     [TC_INT8] = "i8",   [TC_INT16] = "i16",   [TC_INT32] = "i32",
+      [TC_INT64] = "i64",  [TC_UINT8] = "u8",  [TC_UINT16] = "u16",  [TC_UINT32] = "u32",
+      [TC_UINT64] = "u64", [TC_FLOAT16] = "f32", [TC_BFLOAT16] = "f32",
+      [TC_FLOAT32] = "f32", [TC_FLOAT64] = "f64",
+  };
+  return s[t];
+}
+
+static bool is_narrow_int(tc_dtype t) { return dtype_info[t].is_int && dtype_info[t].bits < 32; }
+
+static bool is_64(tc_dtype t) { return t == TC_INT64 || t == TC_UINT64; }
+
+static void use(Emit *E, Helper h, tc_dtype t) { E->need[h][value_dtype(t)] = true; }
+
+/* ---- helpers' text ---- */
+
+static void helper_divmod(Buf *b, tc_dtype t) {
+  const char *ty = vtype(t), *s = suffix(t);
+  if (!dtype_info[t].is_signed) {
+    buf_printf(b, "static inline %s tc_div_%s(%s x, %s y) { return y ? (%s)(x / y) : 0; }\n",
+               ty, s, ty, ty, ty);
+    buf_printf(b, "static inline %s tc_mod_%s(%s x, %s y) { return y ? (%s)(x %% y) : 0; }\n",
+               ty, s, ty, ty, ty);
+    return;
+  }
+  if (t == TC_INT64) {
+    buf_puts(b, "static inline int64_t tc_div_i64(int64_t x, int64_t y) {\n"
+                "  if (y == 0) return 0;\n"
+                "  if (y == -1) return (int64_t)(0 - (uint64_t)x);\n"
+                "  int64_t q = x / y;\n"
+                "  return (x % y != 0 && (x < 0) != (y < 0)) ? q - 1 : q;\n"
+                "}\n"
+                "static inline int64_t tc_mod_i64(int64_t x, int64_t y) {\n"
+                "  if (y == 0 || y == -1) return 0;\n"
+                "  int64_t r = x % y;\n"
+                "  return (r != 0 && (r < 0) != (y < 0)) ? r + y : r;\n"
+                "}\n");
+    return;
+  }
+  buf_printf(b, "static inline %s tc_div_%s(%s x, %s y) { return (%s)tc_div_i64(x, y); }\n", ty,
+             s, ty, ty, ty);
+  buf_printf(b, "static inline %s tc_mod_%s(%s x, %s y) { return (%s)tc_mod_i64(x, y); }\n", ty,
+             s, ty, ty, ty);
+}
+
+static void helper_fmod(Buf *b, tc_dtype t) {
+  const char *ty = vtype(t), *s = suffix(t), *f = t == TC_FLOAT64 ? "" : "f";
+  buf_printf(b,
+             "static inline %s tc_fmod_%s(%s x, %s y) {\n"
+             "  %s m = fmod%s(x, y);\n"
+             "  if (m != 0) { if ((y < 0) != (m < 0)) m += y; }\n"
+             "  else m = copysign%s(0, y);\n"
+             "  return m;\n"
+             "}\n",
+             ty, s, ty, ty, ty, f, f);
+}
+
+static void helper_minmax(Buf *b, tc_dtype t, bool is_min) {
+  const char *ty = vtype(t), *s = suffix(t), *name = is_min ? "min" : "max";
+  const char *cmp = is_min ? "<" : ">";
+  if (dtype_is_float(t))
+    buf_printf(b, "static inline %s tc_%s_%s(%s x, %s y) { return (x %s y || x != x) ? x : y; }\n",
+               ty, name, s, ty, ty, cmp);
+  else
+    buf_printf(b, "static inline %s tc_%s_%s(%s x, %s y) { return x %s y ? x : y; }\n", ty, name,
+               s, ty, ty, cmp);
+}
+
+/* Saturating conversion from double: truncates toward zero, NaN gives 0. */
+static void helper_sat(Buf *b, tc_dtype t) {
+  const DTypeInfo *d = &dtype_info[t];
+  const char *ty = d->vtype;
+  double lo = d->is_signed ? -ldexp(1, d->bits - 1) : -1.0;
+  double hi = d->is_signed ? ldexp(1, d->bits - 1) : ldexp(1, d->bits);
+  char mx[32], mn[32];
+  snprintf(mx, sizeof mx, "%s%d_MAX", d->is_signed ? "INT" : "UINT", d->bits);
+  if (d->is_signed)
+    snprintf(mn, sizeof mn, "INT%d_MIN", d->bits);
+  else
+    snprintf(mn, sizeof mn, "0");
+  buf_printf(b,
+             "static inline %s tc_sat_%s(double x) {\n"
+             "  if (x != x) return 0;\n"
+             "  if (x <= %.1f) return %s;\n"
+             "  if (x >= %.1f) return %s;\n"
+             "  return (%s)x;\n"
+             "}\n",
+             ty, suffix(t), lo, mn, hi, mx, ty);
+}
+
+/* IEEE binary16, round to nearest even (F. Giesen's float_to_half_fast3_rtne);
+ * double goes through float rounded to odd, which rounds correctly once. */
+static const char half_text[] =
+    "static inline float tc_h2f(uint16_t h) {\n"
+    "  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, em = h & 0x7fffu, x;\n"
+    "  if (em >= 0x7c00u) x = sign | 0x7f800000u | ((em & 0x3ffu) << 13);\n"
+    "  else if (em >= 0x400u) x = sign | ((em << 13) + (112u << 23));\n"
+    "  else { float f = (float)em * 0x1p-24f; memcpy(&x, &f, 4); x |= sign; }\n"
+    "  float f; memcpy(&f, &x, 4); return f;\n"
+    "}\n"
+    "static inline uint16_t tc_f2h(float v) {\n"
+    "  uint32_t f; memcpy(&f, &v, 4);\n"
+    "  uint32_t sign = f & 0x80000000u; uint16_t o;\n"
+    "  f ^= sign;\n"
+    "  if (f >= (143u << 23)) o = f > 0x7f800000u ? 0x7e00u : 0x7c00u;\n"
+    "  else if (f < (113u << 23)) {\n"
+    "    float x, m; const uint32_t mu = 126u << 23;\n"
+    "    memcpy(&x, &f, 4); memcpy(&m, &mu, 4); x += m;\n"
+    "    memcpy(&f, &x, 4); o = (uint16_t)(f - mu);\n"
+    "  } else {\n"
+    "    uint32_t odd = (f >> 13) & 1u;\n"
+    "    f += 0xc8000fffu + odd;\n"
+    "    o = (uint16_t)(f >> 13);\n"
+    "  }\n"
+    "  return (uint16_t)(o | (sign >> 16));\n"
+    "}\n";
+
+/* float rounded to odd: exact when d is a float, else the nearest float
+ * toward zero with its last bit set; NaN stays NaN. */
+static const char round_odd_text[] =
+    "static inline float tc_d2f_odd(double d) {\n"
+    "  float f = (float)d;\n"
+    "  if (d == d && (double)f != d) {\n"
+    "    uint32_t u; memcpy(&u, &f, 4);\n"
+    "    if (fabs((double)f) > fabs(d)) u -= 1;\n"
+    "    u |= 1; memcpy(&f, &u, 4);\n"
+    "  }\n"
+    "  return f;\n"
+    "}\n";
+
+static const char bf16_text[] =
+    "static inline float tc_b2f(uint16_t h) {\n"
+    "  uint32_t x = (uint32_t)h << 16; float f; memcpy(&f, &x, 4); return f;\n"
+    "}\n"
+    "static inline uint16_t tc_f2b(float v) {\n"
+    "  uint32_t u; memcpy(&u, &v, 4);\n"
+    "  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);\n"
+    "  u += 0x7fffu + ((u >> 16) & 1u);\n"
+    "  return (uint16_t)(u >> 16);\n"
+    "}\n";
+
+static void emit_helpers(Emit *E, Buf *b) {
+  bool any_div64 = false;
+  for (int t = 0; t < TC_NUM_DTYPES; t++)
+    if (E->need[H_DIV][t] || E->need[H_MOD][t])
+      any_div64 |= dtype_info[t].is_signed;
+  if (any_div64)
+    helper_divmod(b, TC_INT64);
+  for (int t = 0; t < TC_NUM_DTYPES; t++)
+    if ((E->need[H_DIV][t] || E->need[H_MOD][t]) && t != TC_INT64)
+      helper_divmod(b, (tc_dtype)t);
+  for (int t = 0; t < TC_NUM_DTYPES; t++) {
+    if (E->need[H_FMOD][t])
+      helper_fmod(b, (tc_dtype)t);
+    if (E->need[H_MIN][t])
+      helper_minmax(b, (tc_dtype)t, true);
+    if (E->need[H_MAX][t])
+      helper_minmax(b, (tc_dtype)t, false);
+    if (E->need[H_SAT][t])
+      helper_sat(b, (tc_dtype)t);
+  }
+  bool half = E->need[H_F16][TC_FLOAT32], bf = E->need[H_BF16][TC_FLOAT32];
+  if (half || bf)
+    buf_puts(b, round_odd_text);
+  if (half)
+    buf_puts(b, half_text);
+  if (bf)
+    buf_puts(b, bf16_text);
+}
+
+/* ---- constants ---- */
+
+/* `wide`: the constant starts a 64-bit operation, so it must have a 64-bit C type. */
+static void emit_int(Buf *b, tc_dtype t, int64_t v, bool wide) {
+  switch (t) {
+  case TC_BOOL:
+    buf_puts(b, v ? "1" : "0");
+    return;
+  case TC_UINT64:
+    buf_printf(b, "UINT64_C(%llu)", (unsigned long long)v);
+    return;
+  case TC_UINT32:
+    buf_printf(b, "%lluu", (unsigned long long)v);
+    return;
+  case TC_INT64:
+    if (v == INT64_MIN)
+      buf_puts(b, "(-INT64_C(9223372036854775807) - 1)");
+    else if (wide || v < INT32_MIN + 1 || v > INT32_MAX)
+      buf_printf(b, v < 0 ? "(INT64_C(%lld))" : "INT64_C(%lld)", (long long)v);
+    else
+      buf_printf(b, v < 0 ? "(%lld)" : "%lld", (long long)v);
+    return;
+  default:
+    if (v == INT32_MIN)
+      buf_puts(b, "(-2147483647 - 1)");
+    else
+      buf_printf(b, v < 0 ? "(%lld)" : "%lld", (long long)v);
+    return;
+  }
+}
+
+static void emit_float(Buf *b, tc_dtype t, double v) {
+  bool dbl = t == TC_FLOAT64;
+  if (isnan(v)) {
+    buf_puts(b, dbl ? "((double)NAN)" : "NAN");
+    return;
+  }
+  if (isinf(v)) {
+    buf_puts(b, v < 0 ? (dbl ? "(-(double)INFINITY)" : "(-INFINITY)")
+                      : (dbl ? "((double)INFINITY)" : "INFINITY"));
+    return;
+  }
+  char s[64];
+  if (!dbl)
+    v = (double)(float)v;
+  for (int p = 1; p <= 17; p++) {
+    snprintf(s, sizeof s, "%.*g", p, v);
+    double r = strtod(s, NULL);
+    if (dbl ? r == v : (float)r == (float)v)
+      break;
+  }
+  if (!strpbrk(s, ".e"))
+    strcat(s, ".0");
+  buf_printf(b, signbit(v) ? "(%s%s)" : "%s%s", s, dbl ? "" : "f");
+}
+
+/* ---- expressions ---- */
+
+/* Converts the C expression `x` of IR type `from` to IR type `to`. */
+static void emit_convert(Emit *E, Buf *b, tc_dtype to, tc_dtype from, const char *x) {
+  const DTypeInfo *dt = &dtype_info[to], *df = &dtype_info[from];
+  if (to == from) {
+    buf_puts(b, x);
+  } else if (dt->is_bool) {
+    buf_printf(b, "(%s != 0)", x);
+  } else if (to == TC_FLOAT16 || to == TC_BFLOAT16) {
+    bool h = to == TC_FLOAT16;
+    use(E, h ? H_F16 : H_BF16, TC_FLOAT32);
+    const char *back = h ? "tc_h2f" : "tc_b2f", *round = h ? "tc_f2h" : "tc_f2b";
+    if (df->is_float && df->bits <= 32)
+      buf_printf(b, "%s(%s(%s))", back, round, x);
+    else /* from double, or an integer (exact in double up to 2^53) */
+      buf_printf(b, "%s(%s(tc_d2f_odd((double)(%s))))", back, round, x);
+  } else if (dt->is_float) {
+    if (df->is_float && to == TC_FLOAT32 && from != TC_FLOAT64)
+      buf_puts(b, x); /* float16/bfloat16 values are already floats */
+    else
+      buf_printf(b, "(%s)(%s)", dt->vtype, x);
+  } else if (df->is_float) {
+    use(E, H_SAT, to);
+    buf_printf(b, "tc_sat_%s((double)(%s))", suffix(to), x);
+  } else {
+    buf_printf(b, "(%s)(%s)", dt->vtype, x);
+  }
+}
+
+static char *expr_text(Emit *E, const IRExpr *e) {
+  Buf t = {0};
+  emit_expr(E, &t, e);
+  char *s = arena_strdup(E->c->arena, t.s ? t.s : "");
+  buf_free(&t);
+  return s;
+}
+
+/* An operand of a binary operation; constants on the left of a 64-bit
+ * operation get a 64-bit C type. */
+static void emit_operand(Emit *E, Buf *b, const IRExpr *e, bool left) {
+  if (left && e->kind == IR_INT && is_64(e->type))
+    emit_int(b, e->type, e->ival, true);
+  else
+    emit_expr(E, b, e);
+}
+
+static void emit_call2(Emit *E, Buf *b, const char *name, tc_dtype t, const IRExpr *e) {
+  buf_printf(b, "tc_%s_%s(", name, suffix(t));
+  emit_expr(E, b, e->a);
+  buf_puts(b, ", ");
+  emit_expr(E, b, e->b);
+  buf_puts(b, ")");
+}
+
+static void emit_bin(Emit *E, Buf *b, const IRExpr *e) {
+  tc_dtype t = e->a->type;
+  bool fl = dtype_is_float(t);
+  switch (e->op) {
+  case OP_DIV:
+    if (fl)
+      break;
+    use(E, H_DIV, t);
+    emit_call2(E, b, "div", t, e);
+    return;
+  case OP_MOD:
+    use(E, fl ? H_FMOD : H_MOD, t);
+    emit_call2(E, b, fl ? "fmod" : "mod", value_dtype(t), e);
+    return;
+  case OP_MIN:
+  case OP_MAX:
+    use(E, e->op == OP_MIN ? H_MIN : H_MAX, t);
+    emit_call2(E, b, e->op == OP_MIN ? "min" : "max", value_dtype(t), e);
+    return;
+  default:
+    break;
+  }
+  bool wrap = is_narrow_int(e->type);
+  if (wrap)
+    buf_printf(b, "((%s)", vtype(e->type));
+  buf_puts(b, "(");
+  emit_operand(E, b, e->a, true);
+  buf_printf(b, " %s ", binop_names[e->op]);
+  emit_operand(E, b, e->b, false);
+  buf_puts(b, ")");
+  if (wrap)
+    buf_puts(b, ")");
+}
+
+static void emit_call(Emit *E, Buf *b, const IRExpr *e) {
+  IASSERT(E->c, (unsigned)e->builtin < NUM_BUILTINS);
+  const char *f = e->type == TC_FLOAT64 ? "" : "f";
+  if (e->builtin == BI_rsqrt) {
+    buf_printf(b, "(%s / sqrt%s(", e->type == TC_FLOAT64 ? "1.0" : "1.0f", f);
+    emit_expr(E, b, e->args[0]);
+    buf_puts(b, "))");
+    return;
+  }
+  buf_printf(b, "%s%s(", builtin_info[e->builtin].name, f);
+  for (int i = 0; i < e->nargs; i++) {
+    if (i)
+      buf_puts(b, ", ");
+    emit_expr(E, b, e->args[i]);
+  }
+  buf_puts(b, ")");
+}
+
+static void emit_load(Emit *E, Buf *b, const IRExpr *e) {
+  IASSERT(E->c, e->nidx == 1);
+  tc_dtype t = e->buf->dtype;
+  const char *wrap = t == TC_FLOAT16 ? "tc_h2f(" : t == TC_BFLOAT16 ? "tc_b2f(" : "(";
+  if (t == TC_FLOAT16 || t == TC_BFLOAT16)
+    use(E, t == TC_FLOAT16 ? H_F16 : H_BF16, TC_FLOAT32);
+  buf_printf(b, "%s%s[", wrap, e->buf->name);
+  emit_expr(E, b, e->idx[0]);
+  buf_puts(b, t == TC_BOOL ? "] != 0)" : "])");
+}
+
+static void emit_fail(Emit *E, Buf *b, const IRExpr *e) {
+  IASSERT(E->c, e->site >= 0 && e->site < E->f->sites.len);
+  buf_printf(b, "(a->rt->fail(a->rt, %d, (int64_t)(", e->site);
+  emit_expr(E, b, e->a);
+  buf_puts(b, "), (int64_t)(");
+  emit_expr(E, b, e->b);
+  buf_printf(b, ")), (%s)0)", vtype(e->type));
+}
+
+static void emit_expr(Emit *E, Buf *b, const IRExpr *e) {
+  switch (e->kind) {
+  case IR_INT:
+    emit_int(b, e->type, e->ival, false);
+    return;
+  case IR_FLOAT:
+    emit_float(b, e->type, e->fval);
+    return;
+  case IR_VAR:
+    buf_puts(b, e->var->name);
+    return;
+  case IR_LOAD:
+    emit_load(E, b, e);
+    return;
+  case IR_BIN:
+    IASSERT(E->c, e->a->type == e->b->type);
+    emit_bin(E, b, e);
+    return;
+  case IR_UN:
+    if (e->op == OP_NOT) {
+      buf_puts(b, "(!");
+      emit_expr(E, b, e->a);
+      buf_puts(b, ")");
+    } else if (is_narrow_int(e->type)) {
+      buf_printf(b, "((%s)(-", vtype(e->type));
+      emit_expr(E, b, e->a);
+      buf_puts(b, "))");
+    } else {
+      buf_puts(b, "(-");
+      emit_expr(E, b, e->a);
+      buf_puts(b, ")");
+    }
+    return;
+  case IR_SELECT:
+    buf_puts(b, "(");
+    emit_expr(E, b, e->a);
+    buf_puts(b, " ? ");
+    emit_expr(E, b, e->b);
+    buf_puts(b, " : ");
+    emit_expr(E, b, e->c);
+    buf_puts(b, ")");
+    return;
+  case IR_CALL:
+    emit_call(E, b, e);
+    return;
+  case IR_CAST:
+    emit_convert(E, b, e->type, e->a->type, expr_text(E, e->a));
+    return;
+  case IR_FAIL:
+    emit_fail(E, b, e);
+    return;
+  case NUM_IR_EXPR_KINDS:
+    break;
+  }
+  IASSERT(E->c, !"bad IR expression kind");
+}
+
+/* ---- uses (for preambles) ---- */
+
+static void uses_var(Uses *u, const IRVar *v) {
+  switch (v->kind) {
+  case VAR_SIZE:
+    u->size[v->sym->id] = true;
+    break;
+  case VAR_SHAPE:
+    u->shape[v->buf->dim_offset + v->dim] = true;
+    break;
+  case VAR_STRIDE:
+    u->stride[v->buf->dim_offset + v->dim] = true;
+    break;
+  default:
+    break;
+  }
+}
+
+static void uses_expr(Uses *u, const IRExpr *e) {
+  if (!e)
+    return;
+  if (e->kind == IR_VAR)
+    uses_var(u, e->var);
+  if (e->kind == IR_LOAD)
+    u->buf[e->buf->slot] = true;
+  for (int i = 0; i < e->nidx; i++)
+    uses_expr(u, e->idx[i]);
+  for (int i = 0; i < e->nargs; i++)
+    uses_expr(u, e->args[i]);
+  uses_expr(u, e->a);
+  uses_expr(u, e->b);
+  uses_expr(u, e->c);
+}
+
+static void uses_stmt(Uses *u, const IRStmt *s) {
+  if (!s)
+    return;
+  if (s->kind == S_STORE)
+    u->buf[s->buf->slot] = true;
+  for (int i = 0; i < s->nidx; i++)
+    uses_expr(u, s->idx[i]);
+  uses_expr(u, s->lo);
+  uses_expr(u, s->extent);
+  uses_expr(u, s->value);
+  uses_expr(u, s->cond);
+  uses_stmt(u, s->body);
+  uses_stmt(u, s->then);
+  uses_stmt(u, s->els);
+  for (int i = 0; i < s->n; i++)
+    uses_stmt(u, s->stmts[i]);
+}
+
+static Uses new_uses(Emit *E) {
+  Arena *a = E->c->arena;
+  IRFunc *f = E->f;
+  Uses u;
+  u.buf = arena_alloc(a, (size_t)f->nbufs + 1);
+  u.size = arena_alloc(a, (size_t)f->nsizes + 1);
+  u.shape = arena_alloc(a, (size_t)f->ndims + 1);
+  u.stride = arena_alloc(a, (size_t)f->ndims + 1);
+  return u;
+}
+
+/* Declares what `u` marks, from the kernel arguments `a`. */
+static void emit_preamble(Emit *E, Buf *b, const Uses *u) {
+  IRFunc *f = E->f;
+  for (int i = 0; i < f->nsizes; i++)
+    if (u->size[i])
+      buf_printf(b, "  const int64_t %s = a->sizes[%d];\n", f->sizes[i]->name, i);
+  for (int i = 0; i < f->nbufs; i++) {
+    Buffer *bf = f->bufs[i];
+    for (int d = 0; d < bf->rank; d++) {
+      int k = bf->dim_offset + d;
+      if (u->shape[k])
+        buf_printf(b, "  const int64_t %s = a->shape[%d];\n", bf->shape[d]->name, k);
+      if (u->stride[k])
+        buf_printf(b, "  const int64_t %s = a->stride[%d];\n", bf->stride[d]->name, k);
+    }
+  }
+  for (int i = 0; i < f->nbufs; i++) {
+    Buffer *bf = f->bufs[i];
+    if (!u->buf[i])
+      continue;
+    const char *cq = bf->tensor && bf->tensor->role == T_INPUT ? "const " : "";
+    const char *ct = dtype_info[bf->dtype].ctype;
+    buf_printf(b, "  %s%s *restrict %s = (%s%s *)a->data[%d];\n", cq, ct, bf->name, cq, ct,
+               bf->slot);
+  }
+}
+
+/* ---- statements ---- */
+
+static bool expr_fails(const IRExpr *e) {
+  if (!e)
+    return false;
+  if (e->kind == IR_FAIL)
+    return true;
+  for (int i = 0; i < e->nidx; i++)
+    if (expr_fails(e->idx[i]))
+      return true;
+  for (int i = 0; i < e->nargs; i++)
+    if (expr_fails(e->args[i]))
+      return true;
+  return expr_fails(e->a) || expr_fails(e->b) || expr_fails(e->c);
+}
+
+/* Whether s may record a failure without stopping (an IR_FAIL outside S_CHECK). */
+static bool stmt_fails(const IRStmt *s) {
+  if (!s)
+    return false;
+  if (s->kind == S_CHECK)
+    return false;
+  for (int i = 0; i < s->nidx; i++)
+    if (expr_fails(s->idx[i]))
+      return true;
+  for (int i = 0; i < s->n; i++)
+    if (stmt_fails(s->stmts[i]))
+      return true;
+  return expr_fails(s->lo) || expr_fails(s->extent) || expr_fails(s->value) ||
+         expr_fails(s->cond) || stmt_fails(s->body) || stmt_fails(s->then) ||
+         stmt_fails(s->els);
+}
+
+static void emit_stmt(Emit *E, Buf *b, const IRStmt *s, int ind);
+
+static const char *ret_fail(Emit *E) { return E->in_task ? "return;" : "return 1;"; }
+
+/* The loop's end, lo + extent (constants folded). */
+static void emit_end(Emit *E, Buf *b, const IRStmt *s) {
+  emit_expr(E, b, ir_add(E->c, s->lo, s->extent));
+}
+
+static void emit_block_body(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  if (s && s->kind == S_BLOCK)
+    for (int i = 0; i < s->n; i++)
+      emit_stmt(E, b, s->stmts[i], ind);
+  else if (s)
+    emit_stmt(E, b, s, ind);
+}
+
+/* A top-level parallel loop: the body becomes task_K, the kernel calls it
+ * through the runtime's parallel_for. */
+static void emit_parallel(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  int k = E->ntasks++;
+  Buf *t = &E->tasks;
+  Uses u = new_uses(E);
+  uses_stmt(&u, s->body);
+  buf_printf(t, "\nstatic void task_%d(const void *args, int64_t lo, int64_t hi) {\n", k);
+  buf_puts(t, "  const tc_kargs *a = (const tc_kargs *)args;\n");
+  emit_preamble(E, t, &u);
+  buf_printf(t, "  for (int64_t %s = lo; %s < hi; %s++) {\n", s->var->name, s->var->name,
+             s->var->name);
+  E->in_task = true;
+  E->depth = 1;
+  if (stmt_fails(s->body))
+    buf_puts(t, "    if (a->rt->failed) return;\n");
+  emit_block_body(E, t, s->body, 2);
+  E->in_task = false;
+  E->depth = 0;
+  buf_puts(t, "  }\n}\n");
+
+  buf_indent(b, ind);
+  buf_printf(b, "a->rt->parallel_for(a->rt, task_%d, a, ", k);
+  emit_expr(E, b, s->lo);
+  buf_puts(b, ", ");
+  emit_end(E, b, s);
+  buf_puts(b, ");\n");
+  buf_indent(b, ind);
+  buf_puts(b, "if (a->rt->failed) return 1;\n");
+}
+
+static void emit_for(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  IASSERT(E->c, s->fkind != FOR_GPU_BLOCK && s->fkind != FOR_GPU_THREAD);
+  if (s->fkind == FOR_PARALLEL && E->depth == 0 && !E->in_task) {
+    emit_parallel(E, b, s, ind);
+    return;
+  }
+  if (s->fkind == FOR_VECTORIZED) {
+    buf_indent(b, ind);
+    buf_puts(b, "#pragma GCC ivdep\n");
+  }
+  const char *v = s->var->name;
+  buf_indent(b, ind);
+  buf_printf(b, "for (int64_t %s = ", v);
+  emit_expr(E, b, s->lo);
+  buf_printf(b, "; %s < ", v);
+  emit_end(E, b, s);
+  buf_printf(b, "; %s++) {\n", v);
+  E->depth++;
+  emit_block_body(E, b, s->body, ind + 1);
+  E->depth--;
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+static void emit_store(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  IASSERT(E->c, s->nidx == 1);
+  tc_dtype t = s->buf->dtype;
+  IASSERT(E->c, s->value->type == t);
+  buf_indent(b, ind);
+  buf_printf(b, "%s[", s->buf->name);
+  emit_expr(E, b, s->idx[0]);
+  buf_puts(b, "] = ");
+  if (t == TC_FLOAT16 || t == TC_BFLOAT16) {
+    use(E, t == TC_FLOAT16 ? H_F16 : H_BF16, TC_FLOAT32);
+    buf_puts(b, t == TC_FLOAT16 ? "tc_f2h(" : "tc_f2b(");
+    emit_expr(E, b, s->value);
+    buf_puts(b, ")");
+  } else if (t == TC_BOOL) {
+    buf_puts(b, "(uint8_t)(");
+    emit_expr(E, b, s->value);
+    buf_puts(b, " != 0)");
+  } else {
+    emit_expr(E, b, s->value);
+  }
+  buf_puts(b, ";\n");
+}
+
+static void emit_check(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  IASSERT(E->c, s->value && s->value->kind == IR_FAIL);
+  const IRExpr *fl = s->value;
+  buf_indent(b, ind);
+  buf_puts(b, "if (!");
+  emit_expr(E, b, s->cond);
+  buf_puts(b, ") {\n");
+  buf_indent(b, ind + 1);
+  buf_printf(b, "a->rt->fail(a->rt, %d, ", fl->site);
+  emit_expr(E, b, fl->a);
+  buf_puts(b, ", ");
+  emit_expr(E, b, fl->b);
+  buf_puts(b, ");\n");
+  buf_indent(b, ind + 1);
+  buf_printf(b, "%s\n", ret_fail(E));
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+static void emit_stmt(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  switch (s->kind) {
+  case S_BLOCK:
+    emit_block_body(E, b, s, ind);
+    return;
+  case S_FOR:
+    emit_for(E, b, s, ind);
+    return;
+  case S_STORE:
+    emit_store(E, b, s, ind);
+    return;
+  case S_DECL:
+  case S_ASSIGN:
+    IASSERT(E->c, s->var->kind == VAR_LOCAL && s->value->type == s->var->type);
+    buf_indent(b, ind);
+    if (s->kind == S_DECL)
+      buf_printf(b, "%s ", vtype(s->var->type));
+    buf_printf(b, "%s = ", s->var->name);
+    emit_expr(E, b, s->value);
+    buf_puts(b, ";\n");
+    return;
+  case S_IF:
+    buf_indent(b, ind);
+    buf_puts(b, "if (");
+    emit_expr(E, b, s->cond);
+    buf_puts(b, ") {\n");
+    emit_block_body(E, b, s->then, ind + 1);
+    if (s->els) {
+      buf_indent(b, ind);
+      buf_puts(b, "} else {\n");
+      emit_block_body(E, b, s->els, ind + 1);
+    }
+    buf_indent(b, ind);
+    buf_puts(b, "}\n");
+    return;
+  case S_CHECK:
+    emit_check(E, b, s, ind);
+    return;
+  case NUM_IR_STMT_KINDS:
+    break;
+  }
+  IASSERT(E->c, !"bad IR statement kind");
+}
+
+/* The kernel's body: each top-level statement that may have recorded a
+ * failure is followed by a check, so a failed kernel stops early. */
+static void emit_kernel_body(Emit *E, Buf *b, const IRStmt *body) {
+  const IRStmt *one[1] = {body};
+  const IRStmt *const *list = one;
+  int n = 1;
+  if (body && body->kind == S_BLOCK) {
+    list = (const IRStmt *const *)body->stmts;
+    n = body->n;
+  }
+  for (int i = 0; i < n; i++) {
+    if (!list[i])
+      continue;
+    emit_stmt(E, b, list[i], 1);
+    if (stmt_fails(list[i]))
+      buf_puts(b, "  if (a->rt->failed) return 1;\n");
+  }
+}
+
+void emitc_func(Ctx *c, IRFunc *f, Buf *out) {
+  Emit E = {.c = c, .f = f};
+  Buf body = {0};
+  Uses u = new_uses(&E);
+  uses_stmt(&u, f->body);
+  emit_preamble(&E, &body, &u);
+  emit_kernel_body(&E, &body, f->body);
+
+  Buf helpers = {0};
+  emit_helpers(&E, &helpers);
+
+  buf_printf(out, "/* generated by tensorc %s */\n", TC_VERSION);
+  buf_puts(out, "#include <stdint.h>\n#include <math.h>\n#include <string.h>\n\n");
+  buf_puts(out, TC_KERNEL_ABI_DECLS);
+  if (helpers.len) {
+    buf_puts(out, "\n");
+    buf_putn(out, helpers.s, helpers.len);
+  }
+  if (E.tasks.len)
+    buf_putn(out, E.tasks.s, E.tasks.len);
+  buf_puts(out, "\nint tc_kernel(const tc_kargs *a) {\n");
+  if (body.len)
+    buf_putn(out, body.s, body.len);
+  buf_puts(out, "  return a->rt->failed ? 1 : 0;\n}\n\n");
+  buf_printf(out, "const int tc_kernel_abi = %d;\n", TC_KERNEL_ABI);
+  if (body.oom || helpers.oom || E.tasks.oom)
+    out->oom = true;
+  buf_free(&body);
+  buf_free(&helpers);
+  buf_free(&E.tasks);
+}

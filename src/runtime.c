@@ -1,0 +1,1275 @@
+/*
+ * runtime.c — the public API (include/tensorc.h): contexts, programs,
+ * binding DLPack tensors to a definition, and running it.
+ *
+ * A tc_context holds what outlives a program: the compiler configuration,
+ * the kernel cache and the thread pool (made on first use), and the
+ * compiler identity string (computed once, on first use).  A tc_program owns
+ * an arena with the checked AST, a copy of the source text (run-time errors
+ * point into it) and, per entry, the lowered IRFunc and the loaded kernel,
+ * prepared on first use under that entry's mutex.  There is no global state:
+ * several threads may compile and run on one context.
+ *
+ * The compiler stages report user errors by longjmp (error_at).  Every call
+ * into them goes through protect(), the one protected entry point (Lua's
+ * luaD_rawrunprotected): it installs the jump target and the arena's
+ * out-of-memory handler, and turns a jump into a returned status.  Nothing
+ * above protect() ever sees a jump.
+ *
+ * Running an entry:
+ *   1. bind the inputs: CPU device, declared dtype and rank, then the size
+ *      symbols — the first tensor dimension that uses a symbol sets it, later
+ *      ones must agree, and constant dimensions must match;
+ *   2. evaluate every output's and temporary's Tensor.size (inferred
+ *      symbolic extents) with those sizes; a negative extent is an error;
+ *   3. check caller-provided outputs: shape, dtype, device, no element of an
+ *      output aliasing another of its elements, no output overlapping an
+ *      input or another output (byte spans, conservatively);
+ *   4. allocate temporaries (compact, zeroed);
+ *   5. call the kernel with data pointers, shapes, strides and sizes; its
+ *      parallel loops run on the context's pool, and its first failure
+ *      (an index out of range...) comes back as a located error formatted
+ *      from the IRFunc's FailSite — or run the interpreter on the same binding.
+ */
+#include "tc.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ================================================================
+ * contexts
+ * ================================================================ */
+
+struct tc_context {
+  char *cc, *cache_dir, *extra_cflags; /* cache_dir NULL: no disk cache */
+  int num_threads;
+  int verbose;                         /* print compiler commands */
+  int debug_passes;                    /* print the IR after each pass */
+  JitConfig jit;
+  pthread_mutex_t mu;                  /* guards identity and pool */
+  char *identity;                      /* jit_identity, on first use */
+  Cache *cache;
+  Pool *pool;                          /* on first use */
+};
+
+void tc_context_options_init(tc_context_options *o) {
+  memset(o, 0, sizeof *o);
+  o->disk_cache = 1;
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static bool env_has(const char *name, const char *word) {
+  const char *v = getenv(name);
+  return v && strstr(v, word);
+}
+
+static int default_threads(void) {
+  const char *v = getenv("TENSORC_NUM_THREADS");
+  if (v && *v) {
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end == '\0' && n > 0)
+      return n > 1024 ? 1024 : (int)n;
+  }
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
+}
+
+/* $TENSORC_CACHE_DIR, else $HOME/.cache/tensorc, else /tmp/tensorc-cache-UID. */
+static char *default_cache_dir(void) {
+  const char *v = getenv("TENSORC_CACHE_DIR");
+  if (v && *v)
+    return strdup(v);
+  Buf b = {0};
+  const char *home = getenv("HOME");
+  if (home && *home)
+    buf_printf(&b, "%s/.cache/tensorc", home);
+  else
+    buf_printf(&b, "/tmp/tensorc-cache-%ld", (long)getuid());
+  return buf_detach(&b);
+}
+
+tc_status tc_context_new(const tc_context_options *opts, tc_context **out, tc_error *err) {
+  tc_context_options o;
+  tc_context_options_init(&o);
+  if (opts)
+    o = *opts;
+  error_clear(err);
+  *out = NULL;
+  tc_context *ctx = calloc(1, sizeof *ctx);
+  if (!ctx)
+    goto oom;
+  pthread_mutex_init(&ctx->mu, NULL);
+  const char *cc = o.cc ? o.cc : getenv("CC");
+  ctx->cc = strdup(cc && *cc ? cc : "cc");
+  const char *extra = o.extra_cflags ? o.extra_cflags : getenv("TENSORC_CFLAGS");
+  ctx->extra_cflags = dup_or_null(extra);
+  if (o.disk_cache)
+    ctx->cache_dir = o.cache_dir ? strdup(o.cache_dir) : default_cache_dir();
+  ctx->num_threads = o.num_threads > 0 ? o.num_threads : default_threads();
+  ctx->verbose = o.verbose || env_has("TENSORC_DEBUG", "jit");
+  ctx->debug_passes = env_has("TENSORC_DEBUG", "passes");
+  ctx->jit = (JitConfig){ctx->cc, ctx->extra_cflags, ctx->verbose};
+  ctx->cache = cache_new(ctx->cache_dir);
+  if (!ctx->cc || (extra && !ctx->extra_cflags) || (o.disk_cache && !ctx->cache_dir) ||
+      !ctx->cache) {
+    tc_context_free(ctx);
+    goto oom;
+  }
+  *out = ctx;
+  return TC_OK;
+oom:
+  error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+  return TC_ERR_NOMEM;
+}
+
+void tc_context_free(tc_context *ctx) {
+  if (!ctx)
+    return;
+  pool_free(ctx->pool);
+  cache_free(ctx->cache);
+  free(ctx->identity);
+  free(ctx->cc);
+  free(ctx->cache_dir);
+  free(ctx->extra_cflags);
+  pthread_mutex_destroy(&ctx->mu);
+  free(ctx);
+}
+
+static const char *context_identity(tc_context *ctx) {
+  pthread_mutex_lock(&ctx->mu);
+  if (!ctx->identity)
+    ctx->identity = jit_identity(&ctx->jit);
+  const char *id = ctx->identity;
+  pthread_mutex_unlock(&ctx->mu);
+  return id;
+}
+
+static Pool *context_pool(tc_context *ctx) {
+  pthread_mutex_lock(&ctx->mu);
+  if (!ctx->pool)
+    ctx->pool = pool_new(ctx->num_threads); /* NULL on OOM: loops run serially */
+  Pool *p = ctx->pool;
+  pthread_mutex_unlock(&ctx->mu);
+  return p;
+}
+
+/* ================================================================
+ * the protected entry point
+ * ================================================================ */
+
+typedef void (*Step)(Ctx *c, void *st);
+
+/* Runs step(c, st) with error_at/IASSERT/arena OOM jumps caught.  The
+ * arena's OOM handler is removed again before returning. */
+static tc_status protect(Arena *a, const SrcFile *file, tc_error *err, Step step, void *st) {
+  tc_error local;
+  jmp_buf jmp;
+  Ctx c = {a, file, err ? err : &local, &jmp};
+  error_clear(c.err);
+  a->oom = &jmp;
+  int rc = setjmp(jmp);
+  if (rc == 0) {
+    step(&c, st);
+    a->oom = NULL;
+    return TC_OK;
+  }
+  a->oom = NULL;
+  if (rc == TC_ERR_NOMEM || c.err->code == TC_OK)
+    error_set(c.err, rc == TC_ERR_NOMEM ? TC_ERR_NOMEM : TC_ERR_INTERNAL, NULL, (Loc){0, 0},
+              rc == TC_ERR_NOMEM ? "out of memory" : "internal error");
+  return (tc_status)rc;
+}
+
+/* ================================================================
+ * programs
+ * ================================================================ */
+
+/* One entry's compiled kernel, prepared on first use. */
+typedef struct Kernel {
+  pthread_mutex_t mu;  /* guards this struct and lowering of the entry's Def */
+  bool ready;
+  Arena arena;         /* the IRFunc: its FailSites format run-time errors */
+  IRFunc *fn;
+  tc_kernel_fn run;
+  int source;          /* 0 compiled, 1 memory cache, 2 disk cache */
+  char path[512];
+} Kernel;
+
+struct tc_program {
+  tc_context *ctx;
+  Arena arena;         /* tokens, AST, inference results */
+  SrcFile file;
+  char *text, *name;   /* our copies */
+  Program *prog;
+  Kernel *kernels;     /* one per def */
+};
+
+static void compile_step(Ctx *c, void *st) {
+  tc_program *p = st;
+  int ntoks;
+  Token *toks = lex_tokenize(c, &ntoks);
+  Program *prog = parse_program(c, toks);
+  sema_program(c, prog);
+  for (int i = 0; i < prog->ndefs; i++)
+    infer_def(c, prog->defs[i]);
+  p->prog = prog;
+}
+
+tc_status tc_compile(tc_context *ctx, const char *filename, const char *source, size_t len,
+                     tc_program **out, tc_error *err) {
+  error_clear(err);
+  if (!out || !ctx || (!source && len)) {
+    error_set(err, TC_ERR_ARGUMENT, NULL, (Loc){0, 0}, "tc_compile: NULL argument");
+    return TC_ERR_ARGUMENT;
+  }
+  *out = NULL;
+  tc_program *p = calloc(1, sizeof *p);
+  if (!p)
+    goto oom;
+  p->ctx = ctx;
+  p->text = malloc(len + 1);
+  p->name = strdup(filename ? filename : "<input>");
+  if (!p->text || !p->name)
+    goto oom;
+  if (len)
+    memcpy(p->text, source, len);
+  p->text[len] = '\0';
+  p->file = (SrcFile){p->name, p->text, len};
+  tc_status st = protect(&p->arena, &p->file, err, compile_step, p);
+  if (st != TC_OK) {
+    tc_program_free(p);
+    return st;
+  }
+  p->kernels = calloc((size_t)p->prog->ndefs + 1, sizeof *p->kernels);
+  if (!p->kernels)
+    goto oom;
+  for (int i = 0; i < p->prog->ndefs; i++)
+    pthread_mutex_init(&p->kernels[i].mu, NULL);
+  *out = p;
+  return TC_OK;
+oom:
+  tc_program_free(p);
+  error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+  return TC_ERR_NOMEM;
+}
+
+void tc_program_free(tc_program *p) {
+  if (!p)
+    return;
+  if (p->kernels) {
+    for (int i = 0; i < p->prog->ndefs; i++) {
+      arena_free(&p->kernels[i].arena);
+      pthread_mutex_destroy(&p->kernels[i].mu);
+    }
+    free(p->kernels);
+  }
+  arena_free(&p->arena);
+  free(p->text);
+  free(p->name);
+  free(p);
+}
+
+int tc_program_num_entries(const tc_program *p) { return p ? p->prog->ndefs : 0; }
+
+static Def *entry_def(const tc_program *p, int entry) {
+  return p && entry >= 0 && entry < p->prog->ndefs ? p->prog->defs[entry] : NULL;
+}
+
+const char *tc_program_entry_name(const tc_program *p, int entry) {
+  Def *d = entry_def(p, entry);
+  return d ? d->name : NULL;
+}
+
+int tc_program_find_entry(const tc_program *p, const char *name) {
+  for (int i = 0; p && name && i < p->prog->ndefs; i++)
+    if (!strcmp(p->prog->defs[i]->name, name))
+      return i;
+  return -1;
+}
+
+/* The Def of `entry`, or NULL with TC_ERR_ARGUMENT in err. */
+static Def *get_def(const tc_program *p, int entry, tc_error *err) {
+  Def *d = entry_def(p, entry);
+  if (!d)
+    error_set(err, TC_ERR_ARGUMENT, NULL, (Loc){0, 0},
+              "no entry %d (the program has %d)", entry, p ? p->prog->ndefs : 0);
+  return d;
+}
+
+int tc_entry_num_inputs(const tc_program *p, int entry) {
+  Def *d = entry_def(p, entry);
+  return d ? d->ninputs : -1;
+}
+
+int tc_entry_num_outputs(const tc_program *p, int entry) {
+  Def *d = entry_def(p, entry);
+  return d ? d->noutputs : -1;
+}
+
+static void param_info(const Tensor *t, tc_param_info *out) {
+  memset(out, 0, sizeof *out);
+  out->name = t->name;
+  out->dtype = t->dtype;
+  out->rank = t->rank;
+  out->typed = t->role == T_INPUT || t->typed;
+  for (int i = 0; i < t->rank && i < TC_MAX_RANK; i++) {
+    out->dim_values[i] = -1;
+    if (!t->dims)
+      continue;
+    if (t->dims[i].sym)
+      out->dim_names[i] = t->dims[i].sym->name;
+    else if (t->dims[i].name)
+      out->dim_names[i] = t->dims[i].name;
+    else
+      out->dim_values[i] = t->dims[i].value;
+  }
+}
+
+static tc_status entry_param(const tc_program *p, int entry, int i, bool input,
+                             tc_param_info *out) {
+  Def *d = entry_def(p, entry);
+  int n = d ? (input ? d->ninputs : d->noutputs) : 0;
+  if (!d || !out || i < 0 || i >= n)
+    return TC_ERR_ARGUMENT;
+  param_info(d->tensors[input ? i : d->ninputs + i], out);
+  return TC_OK;
+}
+
+tc_status tc_entry_input(const tc_program *p, int entry, int i, tc_param_info *out) {
+  return entry_param(p, entry, i, true, out);
+}
+
+tc_status tc_entry_output(const tc_program *p, int entry, int i, tc_param_info *out) {
+  return entry_param(p, entry, i, false, out);
+}
+
+/* ================================================================
+ * sizes: binding input shapes to size symbols, inferring the rest
+ * ================================================================ */
+
+static void arg_error(tc_error *err, const char *fmt, ...) TC_PRINTF(2, 3);
+static void arg_error(tc_error *err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  error_vset(err, TC_ERR_ARGUMENT, NULL, (Loc){0, 0}, fmt, ap);
+  va_end(ap);
+}
+
+/* Binds the size symbols from the input shapes (in[i] for input i): the
+ * first dimension using a symbol sets it, the others must agree.
+ * from_t/from_d record which tensor dimension set each symbol. */
+static tc_status bind_sizes_into(const Def *d, const tc_shape *in, int64_t *sizes, int *from_t,
+                                 int *from_d, tc_error *err) {
+  for (int s = 0; s < d->nsyms; s++)
+    from_t[s] = -1;
+  for (int i = 0; i < d->ninputs; i++) {
+    const Tensor *t = d->tensors[i];
+    if (in[i].rank != t->rank) {
+      arg_error(err, "%s: %s has rank %d, expected %d", d->name, t->name, in[i].rank, t->rank);
+      return TC_ERR_ARGUMENT;
+    }
+    for (int k = 0; k < t->rank; k++) {
+      int64_t n = in[i].dims[k];
+      const Dim *dim = &t->dims[k];
+      if (n < 0) {
+        arg_error(err, "%s: %s has negative size %lld in dim %d", d->name, t->name,
+                  (long long)n, k);
+        return TC_ERR_ARGUMENT;
+      }
+      if (!dim->sym) {
+        if (n != dim->value) {
+          arg_error(err, "%s: %s has size %lld in dim %d, but the definition declares %lld",
+                    d->name, t->name, (long long)n, k, (long long)dim->value);
+          return TC_ERR_ARGUMENT;
+        }
+        continue;
+      }
+      int s = dim->sym->id;
+      if (from_t[s] < 0) {
+        sizes[s] = n;
+        from_t[s] = i;
+        from_d[s] = k;
+      } else if (sizes[s] != n) {
+        arg_error(err, "%s: %s has size %lld in dim %d, but %s = %lld (from %s dim %d)",
+                  d->name, t->name, (long long)n, k, dim->sym->name, (long long)sizes[s],
+                  d->tensors[from_t[s]]->name, from_d[s]);
+        return TC_ERR_ARGUMENT;
+      }
+    }
+  }
+  for (int s = 0; s < d->nsyms; s++) {
+    if (from_t[s] < 0) {
+      error_set(err, TC_ERR_INTERNAL, NULL, (Loc){0, 0},
+                "internal error: %s: size %s is bound by no input", d->name, d->syms[s]->name);
+      return TC_ERR_INTERNAL;
+    }
+  }
+  return TC_OK;
+}
+
+static tc_status bind_sizes(const Def *d, const tc_shape *in, int64_t *sizes, tc_error *err) {
+  int *from_t = malloc(2 * ((size_t)d->nsyms + 1) * sizeof *from_t);
+  if (!from_t) {
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    return TC_ERR_NOMEM;
+  }
+  tc_status st = bind_sizes_into(d, in, sizes, from_t, from_t + d->nsyms + 1, err);
+  free(from_t);
+  return st;
+}
+
+/* Evaluates the inferred shape of every output and temporary into
+ * shapes[tensor id]. */
+static tc_status infer_sizes(const Def *d, const int64_t *sizes, tc_shape *shapes,
+                             tc_error *err) {
+  for (int i = d->ninputs; i < d->ntensors; i++) {
+    const Tensor *t = d->tensors[i];
+    shapes[i].rank = t->rank;
+    for (int k = 0; k < t->rank; k++) {
+      int64_t v;
+      bool ok;
+      if (t->size && t->size[k])
+        ok = ir_eval_int(t->size[k], sizes, &v);
+      else if (t->dims && !t->dims[k].sym)
+        ok = true, v = t->dims[k].value;
+      else if (t->dims)
+        ok = true, v = sizes[t->dims[k].sym->id];
+      else
+        ok = false;
+      if (!ok) {
+        error_set(err, TC_ERR_INTERNAL, NULL, (Loc){0, 0},
+                  "internal error: %s: cannot evaluate the size of %s dim %d", d->name,
+                  t->name, k);
+        return TC_ERR_INTERNAL;
+      }
+      if (v < 0) {
+        arg_error(err,
+                  "%s: inferred size of %s dim %d is %lld (shapes too small for the ranges "
+                  "of this definition)",
+                  d->name, t->name, k, (long long)v);
+        return TC_ERR_ARGUMENT;
+      }
+      shapes[i].dims[k] = v;
+    }
+  }
+  return TC_OK;
+}
+
+tc_status tc_infer_shapes(const tc_program *p, int entry, const tc_shape *inputs,
+                          int n_inputs, tc_shape *outputs, int n_outputs, tc_error *err) {
+  error_clear(err);
+  Def *d = get_def(p, entry, err);
+  if (!d)
+    return TC_ERR_ARGUMENT;
+  if (n_inputs != d->ninputs || n_outputs != d->noutputs || (n_inputs && !inputs) ||
+      (n_outputs && !outputs)) {
+    arg_error(err, "%s takes %d inputs and %d outputs, got %d and %d", d->name, d->ninputs,
+              d->noutputs, n_inputs, n_outputs);
+    return TC_ERR_ARGUMENT;
+  }
+  int64_t *sizes = calloc((size_t)d->nsyms + 1, sizeof *sizes);
+  tc_shape *shapes = calloc((size_t)d->ntensors + 1, sizeof *shapes);
+  tc_status st = TC_ERR_NOMEM;
+  if (!sizes || !shapes)
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+  else if ((st = bind_sizes(d, inputs, sizes, err)) == TC_OK &&
+           (st = infer_sizes(d, sizes, shapes, err)) == TC_OK)
+    memcpy(outputs, shapes + d->ninputs, (size_t)d->noutputs * sizeof *outputs);
+  free(sizes);
+  free(shapes);
+  return st;
+}
+
+/* ================================================================
+ * binding DLTensors
+ * ================================================================ */
+
+/* a*b without overflow: false when it would overflow. */
+static bool mul64(int64_t a, int64_t b, int64_t *r) {
+  if (a == 0 || b == 0) {
+    *r = 0;
+    return true;
+  }
+  bool over = a > 0 ? (b > 0 ? a > INT64_MAX / b : b < INT64_MIN / a)
+                    : (b > 0 ? a < INT64_MIN / b : b < INT64_MAX / a);
+  if (over)
+    return false;
+  *r = a * b;
+  return true;
+}
+
+static int64_t abs64(int64_t x) { return x >= 0 ? x : x == INT64_MIN ? INT64_MAX : -x; }
+
+static bool add64(int64_t a, int64_t b, int64_t *r) {
+  if ((b > 0 && a > INT64_MAX - b) || (b < 0 && a < INT64_MIN - b))
+    return false;
+  *r = a + b;
+  return true;
+}
+
+static const char *device_name(DLDeviceType t) {
+  switch (t) {
+  case kDLCPU: return "cpu";
+  case kDLCUDA: return "cuda";
+  case kDLCUDAHost: return "cuda_host";
+  case kDLOpenCL: return "opencl";
+  case kDLVulkan: return "vulkan";
+  case kDLMetal: return "metal";
+  case kDLVPI: return "vpi";
+  case kDLROCM: return "rocm";
+  case kDLROCMHost: return "rocm_host";
+  case kDLExtDev: return "ext_dev";
+  case kDLCUDAManaged: return "cuda_managed";
+  case kDLOneAPI: return "oneapi";
+  case kDLWebGPU: return "webgpu";
+  case kDLHexagon: return "hexagon";
+  }
+  return "unknown";
+}
+
+/* The element count of a shape, or -1 when it overflows. */
+static int64_t num_elements(const tc_shape *s) {
+  int64_t n = 1;
+  for (int k = 0; k < s->rank; k++)
+    if (!mul64(n, s->dims[k], &n))
+      return -1;
+  return n;
+}
+
+/* Checks device, dtype and rank of tensor `t` and makes its view. */
+static tc_status check_tensor(const Def *d, const Tensor *t, const DLTensor *dl, View *v,
+                              tc_error *err) {
+  if (!dl) {
+    arg_error(err, "%s: %s is NULL", d->name, t->name);
+    return TC_ERR_ARGUMENT;
+  }
+  if (dl->device.device_type != kDLCPU) {
+    error_set(err, TC_ERR_UNSUPPORTED, NULL, (Loc){0, 0},
+              "%s: %s is on device %s:%d; only CPU tensors are supported by this build",
+              d->name, t->name, device_name(dl->device.device_type), (int)dl->device.device_id);
+    return TC_ERR_UNSUPPORTED;
+  }
+  tc_dtype dt;
+  if (tc_dtype_from_dl(dl->dtype, &dt)) {
+    arg_error(err, "%s: %s has an unsupported dtype (code %d, %d bits, %d lanes), expected %s",
+              d->name, t->name, dl->dtype.code, dl->dtype.bits, dl->dtype.lanes,
+              tc_dtype_name(t->dtype));
+    return TC_ERR_ARGUMENT;
+  }
+  if (dt != t->dtype) {
+    arg_error(err, "%s: %s has dtype %s, expected %s", d->name, t->name, tc_dtype_name(dt),
+              tc_dtype_name(t->dtype));
+    return TC_ERR_ARGUMENT;
+  }
+  if (dl->ndim != t->rank) {
+    arg_error(err, "%s: %s has rank %d, expected %d", d->name, t->name, (int)dl->ndim, t->rank);
+    return TC_ERR_ARGUMENT;
+  }
+  if (t->rank && !dl->shape) {
+    arg_error(err, "%s: %s has no shape", d->name, t->name);
+    return TC_ERR_ARGUMENT;
+  }
+  memset(v, 0, sizeof *v);
+  v->dtype = dt;
+  v->rank = t->rank;
+  int64_t stride = 1;
+  bool empty = false;
+  for (int k = t->rank - 1; k >= 0; k--) {
+    v->shape[k] = dl->shape[k];
+    if (v->shape[k] < 0) {
+      arg_error(err, "%s: %s has negative size %lld in dim %d", d->name, t->name,
+                (long long)v->shape[k], k);
+      return TC_ERR_ARGUMENT;
+    }
+    empty |= v->shape[k] == 0;
+    v->stride[k] = dl->strides ? dl->strides[k] : stride;
+    if (!dl->strides && !mul64(stride, v->shape[k] ? v->shape[k] : 1, &stride)) {
+      arg_error(err, "%s: %s is too large", d->name, t->name);
+      return TC_ERR_ARGUMENT;
+    }
+  }
+  if (!dl->data && !empty) {
+    arg_error(err, "%s: %s has no data (NULL pointer)", d->name, t->name);
+    return TC_ERR_ARGUMENT;
+  }
+  v->data = dl->data ? (char *)dl->data + dl->byte_offset : NULL;
+  return TC_OK;
+}
+
+/* The bytes a view can touch: [lo, hi) around its data pointer.  false when
+ * the view is empty or the span overflows. */
+static bool byte_span(const View *v, int64_t *lo, int64_t *hi, bool *overflow) {
+  int64_t es = (int64_t)tc_dtype_size(v->dtype), a = 0, b = 0;
+  *overflow = false;
+  for (int k = 0; k < v->rank; k++)
+    if (v->shape[k] == 0)
+      return false;
+  for (int k = 0; k < v->rank; k++) {
+    int64_t ext;
+    if (!mul64(v->shape[k] - 1, v->stride[k], &ext) || !mul64(ext, es, &ext) ||
+        !add64(ext < 0 ? a : b, ext, ext < 0 ? &a : &b)) {
+      *overflow = true;
+      return false;
+    }
+  }
+  *lo = a;
+  *hi = b + es;
+  return true;
+}
+
+static bool spans_overlap(const View *x, const View *y) {
+  int64_t xl, xh, yl, yh;
+  bool of1, of2;
+  bool ex = byte_span(x, &xl, &xh, &of1), ey = byte_span(y, &yl, &yh, &of2);
+  if (!ex || !ey)
+    return of1 || of2; /* an overflowing span is assumed to overlap */
+  uintptr_t xa = (uintptr_t)x->data, ya = (uintptr_t)y->data;
+  /* [xa+xl, xa+xh) and [ya+yl, ya+yh) intersect; compare in unsigned space */
+  return ya + (uintptr_t)yl < xa + (uintptr_t)xh && xa + (uintptr_t)xl < ya + (uintptr_t)yh;
+}
+
+/* Two distinct indices of the view never reach the same element: sorting
+ * the dims of extent > 1 by |stride|, each stride must exceed the span of
+ * the smaller ones (conservative). */
+static bool self_overlapping(const View *v) {
+  int order[TC_MAX_RANK], n = 0;
+  for (int k = 0; k < v->rank; k++) {
+    if (v->shape[k] == 0)
+      return false;
+    if (v->shape[k] > 1)
+      order[n++] = k;
+  }
+  for (int i = 1; i < n; i++) /* insertion sort by |stride| */
+    for (int j = i; j > 0 && abs64(v->stride[order[j]]) < abs64(v->stride[order[j - 1]]); j--) {
+      int tmp = order[j];
+      order[j] = order[j - 1];
+      order[j - 1] = tmp;
+    }
+  int64_t span = 1; /* offsets reached by the smaller dims: [0, span) */
+  for (int i = 0; i < n; i++) {
+    int64_t s = abs64(v->stride[order[i]]), ext;
+    if (s < span || !mul64(s, v->shape[order[i]] - 1, &ext) || !add64(span, ext, &span))
+      return true;
+  }
+  return false;
+}
+
+/* One call's binding; memory we allocated is in `owned`. */
+typedef struct Run {
+  Binding b;
+  tc_shape *shapes; /* per tensor id */
+  void **owned;     /* per tensor id */
+} Run;
+
+static void run_free(Run *r) {
+  if (r->owned && r->b.def)
+    for (int i = 0; i < r->b.def->ntensors; i++)
+      free(r->owned[i]);
+  free(r->owned);
+  free(r->shapes);
+  free(r->b.sizes);
+  free(r->b.views);
+  memset(r, 0, sizeof *r);
+}
+
+/* Binds the inputs and infers every other shape. */
+static tc_status bind_inputs(Def *d, DLTensor *const *inputs, int n_inputs, int n_outputs,
+                             Run *r, tc_error *err) {
+  memset(r, 0, sizeof *r);
+  if (n_inputs != d->ninputs || n_outputs != d->noutputs) {
+    arg_error(err, "%s takes %d input%s and %d output%s, got %d and %d", d->name, d->ninputs,
+              d->ninputs == 1 ? "" : "s", d->noutputs, d->noutputs == 1 ? "" : "s", n_inputs,
+              n_outputs);
+    return TC_ERR_ARGUMENT;
+  }
+  if (n_inputs && !inputs) {
+    arg_error(err, "%s: the inputs array is NULL", d->name);
+    return TC_ERR_ARGUMENT;
+  }
+  r->b.def = d;
+  r->b.sizes = calloc((size_t)d->nsyms + 1, sizeof *r->b.sizes);
+  r->b.views = calloc((size_t)d->ntensors + 1, sizeof *r->b.views);
+  r->shapes = calloc((size_t)d->ntensors + 1, sizeof *r->shapes);
+  r->owned = calloc((size_t)d->ntensors + 1, sizeof *r->owned);
+  if (!r->b.sizes || !r->b.views || !r->shapes || !r->owned) {
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    return TC_ERR_NOMEM;
+  }
+  for (int i = 0; i < d->ninputs; i++) {
+    View *v = &r->b.views[i];
+    tc_status st = check_tensor(d, d->tensors[i], inputs[i], v, err);
+    if (st)
+      return st;
+    r->shapes[i].rank = v->rank;
+    memcpy(r->shapes[i].dims, v->shape, sizeof v->shape);
+  }
+  tc_status st = bind_sizes(d, r->shapes, r->b.sizes, err);
+  return st ? st : infer_sizes(d, r->b.sizes, r->shapes, err);
+}
+
+/* Checks the caller's outputs against the inferred shapes and for aliasing. */
+static tc_status bind_outputs(Def *d, DLTensor *const *outputs, Run *r, tc_error *err) {
+  if (d->noutputs && !outputs) {
+    arg_error(err, "%s: the outputs array is NULL", d->name);
+    return TC_ERR_ARGUMENT;
+  }
+  for (int j = 0; j < d->noutputs; j++) {
+    int id = d->ninputs + j;
+    const Tensor *t = d->tensors[id];
+    View *v = &r->b.views[id];
+    tc_status st = check_tensor(d, t, outputs[j], v, err);
+    if (st)
+      return st;
+    for (int k = 0; k < t->rank; k++) {
+      if (v->shape[k] != r->shapes[id].dims[k]) {
+        arg_error(err, "%s: output %s has size %lld in dim %d, expected %lld (inferred)",
+                  d->name, t->name, (long long)v->shape[k], k,
+                  (long long)r->shapes[id].dims[k]);
+        return TC_ERR_ARGUMENT;
+      }
+    }
+    if (self_overlapping(v)) {
+      arg_error(err, "%s: output %s has overlapping elements (its strides make two indices "
+                "share memory)", d->name, t->name);
+      return TC_ERR_ARGUMENT;
+    }
+    for (int i = 0; i < id; i++) {
+      if (spans_overlap(v, &r->b.views[i])) {
+        arg_error(err, "%s: output %s overlaps %s %s in memory", d->name, t->name,
+                  i < d->ninputs ? "input" : "output", d->tensors[i]->name);
+        return TC_ERR_ARGUMENT;
+      }
+    }
+  }
+  return TC_OK;
+}
+
+/* Allocates the temporaries, compact and zeroed. */
+static tc_status alloc_temps(Def *d, Run *r, tc_error *err) {
+  for (int id = d->ninputs + d->noutputs; id < d->ntensors; id++) {
+    const Tensor *t = d->tensors[id];
+    View *v = &r->b.views[id];
+    int64_t n = num_elements(&r->shapes[id]), bytes;
+    if (n < 0 || !mul64(n, (int64_t)tc_dtype_size(t->dtype), &bytes) ||
+        (uint64_t)bytes > SIZE_MAX) {
+      arg_error(err, "%s: temporary %s would be too large", d->name, t->name);
+      return TC_ERR_ARGUMENT;
+    }
+    r->owned[id] = calloc(1, bytes ? (size_t)bytes : 1);
+    if (!r->owned[id]) {
+      error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0},
+                "out of memory allocating temporary %s (%lld bytes)", t->name, (long long)bytes);
+      return TC_ERR_NOMEM;
+    }
+    v->data = r->owned[id];
+    v->dtype = t->dtype;
+    v->rank = t->rank;
+    int64_t stride = 1;
+    for (int k = t->rank - 1; k >= 0; k--) {
+      v->shape[k] = r->shapes[id].dims[k];
+      v->stride[k] = stride;
+      stride *= v->shape[k] ? v->shape[k] : 1;
+    }
+  }
+  return TC_OK;
+}
+
+/* ================================================================
+ * kernels
+ * ================================================================ */
+
+typedef struct LowerJob {
+  Def *def;
+  Buf *dump;   /* IR after each pass, or NULL */
+  Buf *source; /* generated C, or NULL */
+  IRFunc *fn;
+} LowerJob;
+
+static void lower_step(Ctx *c, void *st) {
+  LowerJob *j = st;
+  j->fn = pipeline_run(c, j->def, j->dump);
+  if (j->source)
+    emitc_func(c, j->fn, j->source);
+}
+
+/* Lowers (and emits) the entry's Def into arena `a`.  Caller holds k->mu:
+ * lowering may annotate the Def. */
+static tc_status lower_entry(tc_program *p, Def *d, Arena *a, LowerJob *j, tc_error *err) {
+  j->def = d;
+  tc_status st = protect(a, &p->file, err, lower_step, j);
+  if (st == TC_OK && ((j->source && j->source->oom) || (j->dump && j->dump->oom))) {
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    st = TC_ERR_NOMEM;
+  }
+  return st;
+}
+
+/* Makes the entry's kernel ready.  Caller holds k->mu. */
+static tc_status prepare_locked(tc_program *p, int entry, tc_error *err) {
+  Kernel *k = &p->kernels[entry];
+  tc_context *ctx = p->ctx;
+  if (k->ready) {
+    k->source = 1;
+    return TC_OK;
+  }
+  Arena a = {0};
+  Buf src = {0}, dump = {0};
+  LowerJob j = {.source = &src, .dump = ctx->debug_passes ? &dump : NULL};
+  tc_status st = lower_entry(p, p->prog->defs[entry], &a, &j, err);
+  if (dump.s)
+    fprintf(stderr, "%s", dump.s);
+  buf_free(&dump);
+  if (st == TC_OK) {
+    const char *id = context_identity(ctx);
+    if (!id) {
+      error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+      st = TC_ERR_NOMEM;
+    } else {
+      st = cache_get(ctx->cache, &ctx->jit, id, src.s, src.len, &k->run, &k->source, k->path,
+                     sizeof k->path, err);
+    }
+  }
+  buf_free(&src);
+  if (st != TC_OK) {
+    arena_free(&a);
+    return st;
+  }
+  k->arena = a;
+  k->fn = j.fn;
+  k->ready = true;
+  return TC_OK;
+}
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+tc_status tc_prepare(tc_program *p, int entry, tc_prepare_info *info, tc_error *err) {
+  error_clear(err);
+  double t0 = now_seconds();
+  if (!get_def(p, entry, err))
+    return TC_ERR_ARGUMENT;
+  Kernel *k = &p->kernels[entry];
+  pthread_mutex_lock(&k->mu);
+  tc_status st = prepare_locked(p, entry, err);
+  if (info) {
+    memset(info, 0, sizeof *info);
+    info->source = k->source;
+    snprintf(info->path, sizeof info->path, "%s", k->path);
+  }
+  pthread_mutex_unlock(&k->mu);
+  if (info)
+    info->seconds = now_seconds() - t0;
+  return st;
+}
+
+/* The run-time services a kernel calls: the pool, and failure reports. */
+typedef struct RunRT {
+  tc_krt rt; /* first: the kernel sees a tc_krt * */
+  Pool *pool;
+  atomic_int claimed;
+  int site;
+  int64_t value, bound;
+} RunRT;
+
+static void rt_parallel_for(tc_krt *rt, tc_task_fn task, const void *args, int64_t lo,
+                            int64_t hi) {
+  pool_parallel_for(((RunRT *)rt)->pool, task, args, lo, hi);
+}
+
+static void rt_fail(tc_krt *rt, int site, int64_t value, int64_t bound) {
+  RunRT *r = (RunRT *)rt;
+  int expected = 0;
+  if (atomic_compare_exchange_strong(&r->claimed, &expected, 1)) {
+    r->site = site;
+    r->value = value;
+    r->bound = bound;
+  }
+  rt->failed = 1;
+}
+
+/* Turns the kernel's first failure into a located error. */
+static tc_status report_failure(tc_program *p, const IRFunc *fn, const RunRT *r,
+                                tc_error *err) {
+  if (!atomic_load(&r->claimed) || r->site < 0 || r->site >= fn->sites.len) {
+    error_set(err, TC_ERR_INTERNAL, NULL, (Loc){0, 0},
+              "internal error: %s: the kernel failed without a valid failure site (%d)",
+              fn->def->name, atomic_load(&r->claimed) ? r->site : -1);
+    return TC_ERR_INTERNAL;
+  }
+  const FailSite *s = &fn->sites.data[r->site];
+  const char *name = s->tensor ? s->tensor->name : "?";
+  long long value = (long long)r->value, bound = (long long)r->bound;
+  switch (s->kind) {
+  case FAIL_INDEX:
+    error_set(err, TC_ERR_RUNTIME, &p->file, s->loc,
+              "index %lld is out of range for %s dim %d (size %lld)", value, name, s->dim, bound);
+    break;
+  case FAIL_RANGE:
+    error_set(err, TC_ERR_RUNTIME, &p->file, s->loc,
+              "with these sizes the read of %s dim %d reaches index %lld, but its size is %lld "
+              "(check the where clause)",
+              name, s->dim, value, bound);
+    break;
+  case FAIL_BC_EMPTY:
+    error_set(err, TC_ERR_RUNTIME, &p->file, s->loc,
+              "%s has a boundary condition on dim %d, which has extent 0", name, s->dim);
+    break;
+  }
+  return TC_ERR_RUNTIME;
+}
+
+/* Calls the compiled kernel on a complete binding. */
+static tc_status run_kernel(tc_program *p, int entry, Run *r, tc_error *err) {
+  Kernel *k = &p->kernels[entry];
+  pthread_mutex_lock(&k->mu);
+  tc_status st = prepare_locked(p, entry, err);
+  IRFunc *fn = k->fn;
+  tc_kernel_fn kernel = k->run;
+  pthread_mutex_unlock(&k->mu);
+  if (st)
+    return st;
+  const Def *d = r->b.def;
+  if (fn->nbufs != d->ntensors || fn->nsizes != d->nsyms) {
+    error_set(err, TC_ERR_INTERNAL, NULL, (Loc){0, 0},
+              "internal error: %s: the kernel's buffers do not match the definition", d->name);
+    return TC_ERR_INTERNAL;
+  }
+  void **data = calloc((size_t)d->ntensors + 1, sizeof *data);
+  int64_t *dims = calloc(2 * (size_t)fn->ndims + 1, sizeof *dims);
+  if (!data || !dims) {
+    free(data);
+    free(dims);
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    return TC_ERR_NOMEM;
+  }
+  int64_t *shape = dims, *stride = dims + fn->ndims;
+  for (int i = 0; i < d->ntensors; i++) {
+    const View *v = &r->b.views[i];
+    const Buffer *b = fn->bufs[i];
+    data[i] = v->data;
+    for (int k2 = 0; b && k2 < b->rank; k2++) {
+      shape[b->dim_offset + k2] = v->shape[k2];
+      stride[b->dim_offset + k2] = v->stride[k2];
+    }
+  }
+  RunRT rt = {{rt_parallel_for, rt_fail, 0}, context_pool(p->ctx), 0, 0, 0, 0};
+  tc_kargs args = {data, shape, stride, r->b.sizes, &rt.rt};
+  int rc = kernel(&args);
+  st = rc || rt.rt.failed ? report_failure(p, fn, &rt, err) : TC_OK;
+  free(data);
+  free(dims);
+  return st;
+}
+
+/* Binds everything for a run on caller-provided outputs. */
+static tc_status bind_all(tc_program *p, int entry, DLTensor *const *inputs, int n_inputs,
+                          DLTensor *const *outputs, int n_outputs, Run *r, tc_error *err) {
+  Def *d = get_def(p, entry, err);
+  if (!d)
+    return TC_ERR_ARGUMENT;
+  tc_status st = bind_inputs(d, inputs, n_inputs, n_outputs, r, err);
+  if (!st)
+    st = bind_outputs(d, outputs, r, err);
+  if (!st)
+    st = alloc_temps(d, r, err);
+  return st;
+}
+
+tc_status tc_run(tc_program *p, int entry, DLTensor *const *inputs, int n_inputs,
+                 DLTensor *const *outputs, int n_outputs, tc_target target, tc_error *err) {
+  error_clear(err);
+  if (target != TC_TARGET_C && target != TC_TARGET_INTERP) {
+    arg_error(err, "unknown target %d", (int)target);
+    return TC_ERR_ARGUMENT;
+  }
+  Run r;
+  tc_status st = bind_all(p, entry, inputs, n_inputs, outputs, n_outputs, &r, err);
+  if (!st)
+    st = target == TC_TARGET_C ? run_kernel(p, entry, &r, err)
+                               : interp_run(&p->file, &r.b, err);
+  run_free(&r);
+  return st;
+}
+
+static void managed_deleter(DLManagedTensor *self) { free(self); }
+
+/* One block: the DLManagedTensor, its shape and strides, then the data
+ * (64-byte aligned). */
+static DLManagedTensor *new_managed(tc_dtype t, const tc_shape *s) {
+  size_t head = sizeof(DLManagedTensor) + 2 * (size_t)s->rank * sizeof(int64_t);
+  head = (head + 63) & ~(size_t)63;
+  int64_t n = num_elements(s), bytes;
+  if (n < 0 || !mul64(n, (int64_t)tc_dtype_size(t), &bytes) ||
+      (uint64_t)bytes > SIZE_MAX - head - 64)
+    return NULL;
+  size_t total = (head + (size_t)bytes + 63) & ~(size_t)63;
+  DLManagedTensor *m = aligned_alloc(64, total);
+  if (!m)
+    return NULL;
+  memset(m, 0, head);
+  int64_t *shape = (int64_t *)(m + 1), *strides = shape + s->rank;
+  int64_t stride = 1;
+  for (int k = s->rank - 1; k >= 0; k--) {
+    shape[k] = s->dims[k];
+    strides[k] = stride;
+    stride *= s->dims[k] ? s->dims[k] : 1;
+  }
+  m->dl_tensor.data = (char *)m + head;
+  m->dl_tensor.device = (DLDevice){kDLCPU, 0};
+  m->dl_tensor.ndim = s->rank;
+  m->dl_tensor.dtype = tc_dtype_to_dl(t);
+  m->dl_tensor.shape = shape;
+  m->dl_tensor.strides = strides;
+  m->dl_tensor.byte_offset = 0;
+  m->deleter = managed_deleter;
+  return m;
+}
+
+tc_status tc_run_alloc(tc_program *p, int entry, DLTensor *const *inputs, int n_inputs,
+                       DLManagedTensor **outputs, int n_outputs, tc_target target,
+                       tc_error *err) {
+  error_clear(err);
+  Def *d = get_def(p, entry, err);
+  if (!d)
+    return TC_ERR_ARGUMENT;
+  if (n_outputs && !outputs) {
+    arg_error(err, "%s: the outputs array is NULL", d->name);
+    return TC_ERR_ARGUMENT;
+  }
+  Run r;
+  tc_status st = bind_inputs(d, inputs, n_inputs, n_outputs, &r, err);
+  DLTensor **views = calloc((size_t)d->noutputs + 1, sizeof *views);
+  for (int j = 0; j < n_outputs; j++)
+    outputs[j] = NULL;
+  if (!st && !views) {
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    st = TC_ERR_NOMEM;
+  }
+  for (int j = 0; !st && j < d->noutputs; j++) {
+    const Tensor *t = d->tensors[d->ninputs + j];
+    outputs[j] = new_managed(t->dtype, &r.shapes[d->ninputs + j]);
+    if (!outputs[j]) {
+      error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory allocating output %s",
+                t->name);
+      st = TC_ERR_NOMEM;
+    } else {
+      views[j] = &outputs[j]->dl_tensor;
+    }
+  }
+  run_free(&r);
+  if (!st)
+    st = tc_run(p, entry, inputs, n_inputs, views, n_outputs, target, err);
+  free(views);
+  if (st) {
+    for (int j = 0; j < n_outputs; j++) {
+      if (outputs[j])
+        outputs[j]->deleter(outputs[j]);
+      outputs[j] = NULL;
+    }
+  }
+  return st;
+}
+
+/* ================================================================
+ * inspection
+ * ================================================================ */
+
+tc_status tc_emit(tc_program *p, int entry, tc_target target, char **out, tc_error *err) {
+  error_clear(err);
+  if (out)
+    *out = NULL;
+  Def *d = get_def(p, entry, err);
+  if (!d)
+    return TC_ERR_ARGUMENT;
+  if (target != TC_TARGET_C) {
+    error_set(err, TC_ERR_UNSUPPORTED, NULL, (Loc){0, 0},
+              "target %d generates no source (only the C target does)", (int)target);
+    return TC_ERR_UNSUPPORTED;
+  }
+  Arena a = {0};
+  Buf src = {0};
+  LowerJob j = {.source = &src};
+  pthread_mutex_lock(&p->kernels[entry].mu);
+  tc_status st = lower_entry(p, d, &a, &j, err);
+  pthread_mutex_unlock(&p->kernels[entry].mu);
+  arena_free(&a);
+  if (st == TC_OK && out)
+    *out = buf_detach(&src);
+  buf_free(&src);
+  return st;
+}
+
+tc_status tc_dump_passes(tc_program *p, int entry, char **out, tc_error *err) {
+  error_clear(err);
+  if (out)
+    *out = NULL;
+  Def *d = get_def(p, entry, err);
+  if (!d)
+    return TC_ERR_ARGUMENT;
+  Arena a = {0};
+  Buf dump = {0};
+  LowerJob j = {.dump = &dump};
+  pthread_mutex_lock(&p->kernels[entry].mu);
+  tc_status st = lower_entry(p, d, &a, &j, err);
+  pthread_mutex_unlock(&p->kernels[entry].mu);
+  arena_free(&a);
+  if (st == TC_OK && out)
+    *out = buf_detach(&dump);
+  buf_free(&dump);
+  return st;
+}
+
+/* Appends " = VALUE" for an integer expression when sizes are known. */
+static void print_value(Buf *b, const IRExpr *e, const int64_t *sizes) {
+  int64_t v;
+  if (sizes && ir_eval_int(e, sizes, &v))
+    buf_printf(b, "%lld", (long long)v);
+  else
+    ir_print_expr(b, e);
+}
+
+/* The source line `line` of the program, trimmed. */
+static void print_source_line(Buf *b, const SrcFile *f, int line) {
+  const char *s = f->text, *end = f->text + f->len;
+  for (int l = 1; l < line && s < end; s++)
+    if (*s == '\n')
+      l++;
+  while (s < end && (*s == ' ' || *s == '\t'))
+    s++;
+  const char *e = s;
+  while (e < end && *e != '\n')
+    e++;
+  while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+    e--;
+  buf_putn(b, s, (size_t)(e - s));
+}
+
+static void explain_stmt(Buf *b, const SrcFile *f, const Stmt *s, int n, const int64_t *sizes) {
+  buf_printf(b, "statement %d, line %d:\n  ", n, s->loc.line);
+  print_source_line(b, f, s->loc.line);
+  buf_puts(b, "\n");
+  for (int i = 0; i < s->nvars; i++) {
+    const IndexVar *v = s->vars[i];
+    buf_printf(b, "    %s in [", v->name);
+    ir_print_expr(b, v->lo);
+    buf_puts(b, ", ");
+    ir_print_expr(b, v->hi);
+    buf_puts(b, ")");
+    if (sizes) {
+      buf_puts(b, " = [");
+      print_value(b, v->lo, sizes);
+      buf_puts(b, ", ");
+      print_value(b, v->hi, sizes);
+      buf_puts(b, ")");
+    }
+    buf_printf(b, "%s%s\n", v->reduction ? "  (reduction)" : "",
+               v->has_where ? "  (where clause)" : "");
+  }
+}
+
+static void explain_tensor(Buf *b, const Tensor *t, const int64_t *sizes) {
+  static const char *const roles[] = {"input", "output", "temporary"};
+  buf_printf(b, "  %s %s: %s(", roles[t->role], t->name, tc_dtype_name(t->dtype));
+  for (int k = 0; k < t->rank; k++) {
+    if (k)
+      buf_puts(b, ", ");
+    if (t->size && t->size[k])
+      ir_print_expr(b, t->size[k]);
+    else if (t->dims && t->dims[k].sym)
+      buf_puts(b, t->dims[k].sym->name);
+    else if (t->dims)
+      buf_printf(b, "%lld", (long long)t->dims[k].value);
+  }
+  buf_puts(b, ")");
+  if (sizes && t->size) {
+    buf_puts(b, " = (");
+    for (int k = 0; k < t->rank; k++) {
+      if (k)
+        buf_puts(b, ", ");
+      print_value(b, t->size[k], sizes);
+    }
+    buf_puts(b, ")");
+  }
+  buf_puts(b, "\n");
+}
+
+static void explain_def(Buf *b, tc_program *p, const Def *d, const int64_t *sizes,
+                        const IRFunc *fn) {
+  buf_printf(b, "def %s\n", d->name);
+  for (int i = 0; i < d->ntensors; i++)
+    explain_tensor(b, d->tensors[i], sizes);
+  if (d->nsyms) {
+    buf_puts(b, "sizes:\n");
+    for (int s = 0; s < d->nsyms; s++) {
+      const SizeSym *sym = d->syms[s];
+      buf_printf(b, "  %s", sym->name);
+      if (sym->var && strcmp(sym->var->name, sym->name))
+        buf_printf(b, " (%s)", sym->var->name);
+      if (sym->tensor)
+        buf_printf(b, " from %s dim %d", sym->tensor->name, sym->dim);
+      if (sizes)
+        buf_printf(b, " = %lld", (long long)sizes[s]);
+      buf_puts(b, "\n");
+    }
+  }
+  for (int i = 0; i < d->nstmts; i++)
+    explain_stmt(b, &p->file, d->stmts[i], i + 1, sizes);
+  buf_puts(b, "loop nest:\n");
+  ir_print_stmt(b, fn->body, 1);
+}
+
+tc_status tc_explain(tc_program *p, int entry, const tc_shape *inputs, int n_inputs,
+                     char **out, tc_error *err) {
+  error_clear(err);
+  if (out)
+    *out = NULL;
+  Def *d = get_def(p, entry, err);
+  if (!d)
+    return TC_ERR_ARGUMENT;
+  int64_t *sizes = NULL;
+  tc_status st = TC_OK;
+  if (inputs) {
+    if (n_inputs != d->ninputs) {
+      arg_error(err, "%s takes %d inputs, got %d shapes", d->name, d->ninputs, n_inputs);
+      return TC_ERR_ARGUMENT;
+    }
+    sizes = calloc((size_t)d->nsyms + 1, sizeof *sizes);
+    tc_shape *shapes = calloc((size_t)d->ntensors + 1, sizeof *shapes);
+    if (!sizes || !shapes) {
+      error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+      st = TC_ERR_NOMEM;
+    } else if ((st = bind_sizes(d, inputs, sizes, err)) == TC_OK) {
+      st = infer_sizes(d, sizes, shapes, err);
+    }
+    free(shapes);
+  }
+  Arena a = {0};
+  Buf b = {0};
+  LowerJob j = {0};
+  if (st == TC_OK) {
+    pthread_mutex_lock(&p->kernels[entry].mu);
+    st = lower_entry(p, d, &a, &j, err);
+    if (st == TC_OK)
+      explain_def(&b, p, d, sizes, j.fn);
+    pthread_mutex_unlock(&p->kernels[entry].mu);
+  }
+  if (st == TC_OK && b.oom) {
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    st = TC_ERR_NOMEM;
+  }
+  if (st == TC_OK && out)
+    *out = buf_detach(&b);
+  buf_free(&b);
+  arena_free(&a);
+  free(sizes);
+  return st;
+}
