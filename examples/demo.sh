@@ -15,7 +15,7 @@ trap 'rm -rf "$work"' EXIT INT TERM
 export TENSORC_CACHE_DIR="$work/cache"
 
 step() {
-  printf '\n\033[1m== %s\033[0m\n' "$*" 2>/dev/null || printf '\n== %s\n' "$*"
+  if [ -t 1 ]; then printf '\n\033[1m== %s\033[0m\n' "$*"; else printf '\n== %s\n' "$*"; fi
 }
 show() {
   printf '$ %s\n' "$*"

@@ -36,12 +36,14 @@
  * `<dir>/tmp-<pid>-XXXXXX.so`, fsync'ed and renamed to `<hex>.so`.  rename
  * is atomic, so other processes see either no entry or a complete one;
  * processes racing on one key all succeed (the last rename wins, each loaded
- * its own copy).  If the directory cannot be created or written, the cache
- * keeps working without it (memory only); a read-only directory is still
- * read.
+ * its own copy).  Temp files older than an hour (their writer died) are
+ * swept on a Cache's first store.  If the directory cannot be created or
+ * written, the cache keeps working without it (memory only); a read-only
+ * directory is still read.
  */
 #include "tc.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TRAILER 32
@@ -78,6 +81,7 @@ struct Cache {
   Entry **buckets;
   size_t nbuckets, count;
   uint64_t counter;  /* private file names */
+  bool swept;        /* stale temp files of dead writers removed */
 };
 
 /* ---- hashing: MurmurHash3_x64_128 (Austin Appleby, public domain) ---- */
@@ -275,6 +279,11 @@ static void grow(Cache *k) {
 
 /* Makes the private directory (once) and a fresh name in it.  Under k->mu. */
 static bool private_name(Cache *k, Key key, char *out, size_t cap) {
+  struct stat st;
+  if (k->priv && (stat(k->priv, &st) || !S_ISDIR(st.st_mode))) {
+    free(k->priv); /* removed under us, by a temp-file cleaner say */
+    k->priv = NULL;
+  }
   if (!k->priv) {
     const char *bases[] = {getenv("TMPDIR"), "/tmp", "/var/tmp", k->writable ? k->dir : NULL};
     for (size_t i = 0; i < sizeof bases / sizeof bases[0] && !k->priv; i++) {
@@ -378,11 +387,36 @@ static void *disk_lookup(Cache *k, Key key, const char *path, tc_kernel_fn *fn) 
   return h;
 }
 
+/* Removes `tmp-*` files older than an hour: left by a process that died
+ * between creating and renaming one.  Once per Cache, on the first store. */
+static void sweep_stale(Cache *k) {
+  pthread_mutex_lock(&k->mu);
+  bool done = k->swept;
+  k->swept = true;
+  pthread_mutex_unlock(&k->mu);
+  DIR *d = done ? NULL : opendir(k->dir);
+  if (!d)
+    return;
+  time_t now = time(NULL);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    char path[PATH_MAX];
+    struct stat st;
+    if (strncmp(e->d_name, "tmp-", 4) ||
+        snprintf(path, sizeof path, "%s/%s", k->dir, e->d_name) >= (int)sizeof path)
+      continue;
+    if (!lstat(path, &st) && S_ISREG(st.st_mode) && now - st.st_mtime > 3600)
+      unlink(path);
+  }
+  closedir(d);
+}
+
 /* Publishes the built object as `path`: temp file, trailer, fsync, rename. */
 static void disk_store(Cache *k, Key key, const char *path, const unsigned char *p,
                        size_t n) {
   if (n > MAX_ENTRY)
     return;
+  sweep_stale(k);
   char tmp[PATH_MAX];
   if (snprintf(tmp, sizeof tmp, "%s/tmp-%ld-XXXXXX.so", k->dir, (long)getpid()) >=
       (int)sizeof tmp)

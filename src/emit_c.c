@@ -18,24 +18,30 @@
  * rounds twice, as in the interpreter.
  *
  * Values: an IR expression of type T is a C expression of dtype_info[T].vtype.
- * float16 and bfloat16 values are floats holding a representable value, or
- * the unrounded float32 result of arithmetic on them: loads widen
- * (tc_h2f/tc_b2f), stores and casts round to nearest even (tc_f2h...).  bool
+ * float16 and bfloat16 are storage types: lowering computes their arithmetic
+ * in float32, a value of IR type float16 is a float holding a representable
+ * value; loads widen (tc_h2f/tc_b2f), stores and casts to them round to
+ * nearest even (tc_f2h...; from an integer through float32, from a double
+ * once, through float rounded to odd), as the interpreter does.  bool
  * values are _Bool, stored as one byte.  Integer types narrower than int are
  * cast back to their type after every operation, so they wrap at their width.
  * Integer / and % round toward minus infinity, x/0 == x%0 == 0 and MIN/-1
- * wraps (helpers); float % is numpy's floored remainder; min/max on floats
+ * wraps (helpers); float % is x - y * floor(x / y); min/max on floats
  * propagate NaN; float-to-integer casts saturate and send NaN to 0.
  *
  * Semantics of the IR that the C form must keep: IR_SELECT and && / || are
  * lazy (C's ?:, &&, ||), IR_FAIL reports a failure and yields 0 (the kernel
- * then returns 1 at the next check), S_CHECK stops the kernel.
+ * then returns 1 at the next check), S_CHECK stops the kernel.  Loops other
+ * than parallel ones are plain `for`s: vectorized ones get `#pragma GCC
+ * ivdep`, unrolled ones are left to the compiler; GPU loop kinds are not
+ * for this back end (an internal error).
  *
  * Each top-level parallel loop is outlined into a task function that
  * re-derives what it uses from the kernel arguments, and runs through
  * a->rt->parallel_for; a task stops early once any failure is recorded.
- * Generated names are the IR's mangled names (b_, z_, x<k>_, f<k>_, acc<k>)
- * plus tc_*, task_* and `a`; nothing else is user-written.  The text depends
+ * Generated names are the IR's mangled names (b_, z_, x<k>_, f<k>_, acc<k>,
+ * ix<k>, pc<k>) plus tc_*, task_* and `a`; user names appear only behind
+ * those prefixes.  The text depends
  * only on the IR (no pointers, no counters from outside), so the same program
  * always gives the same bytes: the kernel cache keys on them.
  */
@@ -49,7 +55,7 @@
 typedef enum {
   H_DIV,  /* floored integer division */
   H_MOD,  /* floored integer remainder */
-  H_FMOD, /* numpy float remainder */
+  H_FMOD, /* floored float remainder */
   H_MIN,  /* min; NaN-propagating on floats */
   H_MAX,
   H_SAT,  /* saturating float -> integer */
@@ -77,6 +83,7 @@ typedef struct Uses {
 } Uses;
 
 static void emit_expr(Emit *E, Buf *b, const IRExpr *e);
+static void emit_bare(Emit *E, Buf *b, const IRExpr *e);
 
 /* ---- types and names ---- */
 
@@ -134,16 +141,16 @@ static void helper_divmod(Buf *b, tc_dtype t) {
              s, ty, ty, ty);
 }
 
+/* docs/language.md: x - y * floor(x / y), each operation rounded. */
 static void helper_fmod(Buf *b, tc_dtype t) {
   const char *ty = vtype(t), *s = suffix(t), *f = t == TC_FLOAT64 ? "" : "f";
   buf_printf(b,
              "static inline %s tc_fmod_%s(%s x, %s y) {\n"
-             "  %s m = fmod%s(x, y);\n"
-             "  if (m != 0) { if ((y < 0) != (m < 0)) m += y; }\n"
-             "  else m = copysign%s(0, y);\n"
-             "  return m;\n"
+             "  %s q = floor%s(x / y);\n"
+             "  %s m = y * q;\n"
+             "  return x - m;\n"
              "}\n",
-             ty, s, ty, ty, ty, f, f);
+             ty, s, ty, ty, ty, f, ty);
 }
 
 static void helper_minmax(Buf *b, tc_dtype t, bool is_min) {
@@ -317,27 +324,25 @@ static void emit_float(Buf *b, tc_dtype t, double v) {
 
 /* ---- expressions ---- */
 
-/* Converts the C expression `x` of IR type `from` to IR type `to`. */
+/* Converts the C expression `x` (without outer parentheses) of IR type
+ * `from` to IR type `to`. */
 static void emit_convert(Emit *E, Buf *b, tc_dtype to, tc_dtype from, const char *x) {
   const DTypeInfo *dt = &dtype_info[to], *df = &dtype_info[from];
-  if (to == from) {
-    buf_puts(b, x);
+  if (to == from || (to == TC_FLOAT32 && (from == TC_FLOAT16 || from == TC_BFLOAT16))) {
+    buf_printf(b, "(%s)", x); /* float16/bfloat16 values are already floats */
   } else if (dt->is_bool) {
-    buf_printf(b, "(%s != 0)", x);
+    buf_printf(b, "((%s) != 0)", x);
   } else if (to == TC_FLOAT16 || to == TC_BFLOAT16) {
     bool h = to == TC_FLOAT16;
     use(E, h ? H_F16 : H_BF16, TC_FLOAT32);
     const char *back = h ? "tc_h2f" : "tc_b2f", *round = h ? "tc_f2h" : "tc_f2b";
-    if (df->is_float && df->bits <= 32)
+    if (from == TC_FLOAT64) /* rounded once, through float rounded to odd */
+      buf_printf(b, "%s(%s(tc_d2f_odd(%s)))", back, round, x);
+    else if (df->is_float)
       buf_printf(b, "%s(%s(%s))", back, round, x);
-    else /* from double, or an integer (exact in double up to 2^53) */
-      buf_printf(b, "%s(%s(tc_d2f_odd((double)(%s))))", back, round, x);
-  } else if (dt->is_float) {
-    if (df->is_float && to == TC_FLOAT32 && from != TC_FLOAT64)
-      buf_puts(b, x); /* float16/bfloat16 values are already floats */
-    else
-      buf_printf(b, "(%s)(%s)", dt->vtype, x);
-  } else if (df->is_float) {
+    else /* an integer goes through float32, as the interpreter's */
+      buf_printf(b, "%s(%s((float)(%s)))", back, round, x);
+  } else if (df->is_float && !dt->is_float) {
     use(E, H_SAT, to);
     buf_printf(b, "tc_sat_%s((double)(%s))", suffix(to), x);
   } else {
@@ -345,9 +350,10 @@ static void emit_convert(Emit *E, Buf *b, tc_dtype to, tc_dtype from, const char
   }
 }
 
+/* e's text without outer parentheses. */
 static char *expr_text(Emit *E, const IRExpr *e) {
   Buf t = {0};
-  emit_expr(E, &t, e);
+  emit_bare(E, &t, e);
   char *s = arena_strdup(E->c->arena, t.s ? t.s : "");
   buf_free(&t);
   return s;
@@ -364,9 +370,9 @@ static void emit_operand(Emit *E, Buf *b, const IRExpr *e, bool left) {
 
 static void emit_call2(Emit *E, Buf *b, const char *name, tc_dtype t, const IRExpr *e) {
   buf_printf(b, "tc_%s_%s(", name, suffix(t));
-  emit_expr(E, b, e->a);
+  emit_bare(E, b, e->a);
   buf_puts(b, ", ");
-  emit_expr(E, b, e->b);
+  emit_bare(E, b, e->b);
   buf_puts(b, ")");
 }
 
@@ -417,7 +423,7 @@ static void emit_call(Emit *E, Buf *b, const IRExpr *e) {
   for (int i = 0; i < e->nargs; i++) {
     if (i)
       buf_puts(b, ", ");
-    emit_expr(E, b, e->args[i]);
+    emit_bare(E, b, e->args[i]);
   }
   buf_puts(b, ")");
 }
@@ -425,21 +431,44 @@ static void emit_call(Emit *E, Buf *b, const IRExpr *e) {
 static void emit_load(Emit *E, Buf *b, const IRExpr *e) {
   IASSERT(E->c, e->nidx == 1);
   tc_dtype t = e->buf->dtype;
-  const char *wrap = t == TC_FLOAT16 ? "tc_h2f(" : t == TC_BFLOAT16 ? "tc_b2f(" : "(";
+  const char *wrap = t == TC_FLOAT16    ? "tc_h2f("
+                     : t == TC_BFLOAT16 ? "tc_b2f("
+                     : t == TC_BOOL     ? "("
+                                        : "";
   if (t == TC_FLOAT16 || t == TC_BFLOAT16)
     use(E, t == TC_FLOAT16 ? H_F16 : H_BF16, TC_FLOAT32);
   buf_printf(b, "%s%s[", wrap, e->buf->name);
-  emit_expr(E, b, e->idx[0]);
-  buf_puts(b, t == TC_BOOL ? "] != 0)" : "])");
+  emit_bare(E, b, e->idx[0]);
+  buf_puts(b, t == TC_BOOL ? "] != 0)" : *wrap ? "])" : "]");
 }
 
 static void emit_fail(Emit *E, Buf *b, const IRExpr *e) {
   IASSERT(E->c, e->site >= 0 && e->site < E->f->sites.len);
   buf_printf(b, "(a->rt->fail(a->rt, %d, (int64_t)(", e->site);
-  emit_expr(E, b, e->a);
+  emit_bare(E, b, e->a);
   buf_puts(b, "), (int64_t)(");
-  emit_expr(E, b, e->b);
+  emit_bare(E, b, e->b);
   buf_printf(b, ")), (%s)0)", vtype(e->type));
+}
+
+/* e without its outermost parentheses, where the context delimits it
+ * (an index, a statement's value, a condition). */
+static void emit_bare(Emit *E, Buf *b, const IRExpr *e) {
+  size_t start = b->len;
+  emit_expr(E, b, e);
+  if (e->kind == IR_FAIL) /* a comma expression keeps its parentheses */
+    return;
+  if (b->oom || b->len - start < 2 || b->s[start] != '(' || b->s[b->len - 1] != ')')
+    return;
+  int depth = 0;
+  for (size_t i = start; i < b->len; i++) {
+    depth += b->s[i] == '(' ? 1 : b->s[i] == ')' ? -1 : 0;
+    if (depth == 0 && i != b->len - 1)
+      return; /* "(a) + (b)": the first parenthesis closes early */
+  }
+  memmove(b->s + start, b->s + start + 1, b->len - start - 2);
+  b->len -= 2;
+  b->s[b->len] = '\0';
 }
 
 static void emit_expr(Emit *E, Buf *b, const IRExpr *e) {
@@ -533,9 +562,18 @@ static void uses_expr(Uses *u, const IRExpr *e) {
   uses_expr(u, e->c);
 }
 
-static void uses_stmt(Uses *u, const IRStmt *s) {
+/* `kernel`: what the kernel function itself uses: the bodies of top-level
+ * parallel loops are the tasks'. */
+static void uses_stmt(Uses *u, const IRStmt *s, bool kernel) {
   if (!s)
     return;
+  if (kernel && s->kind == S_FOR && s->fkind == FOR_PARALLEL) {
+    uses_expr(u, s->lo);
+    uses_expr(u, s->extent);
+    return;
+  }
+  if (s->kind == S_FOR)
+    kernel = false;
   if (s->kind == S_STORE)
     u->buf[s->buf->slot] = true;
   for (int i = 0; i < s->nidx; i++)
@@ -544,11 +582,11 @@ static void uses_stmt(Uses *u, const IRStmt *s) {
   uses_expr(u, s->extent);
   uses_expr(u, s->value);
   uses_expr(u, s->cond);
-  uses_stmt(u, s->body);
-  uses_stmt(u, s->then);
-  uses_stmt(u, s->els);
+  uses_stmt(u, s->body, kernel);
+  uses_stmt(u, s->then, kernel);
+  uses_stmt(u, s->els, kernel);
   for (int i = 0; i < s->n; i++)
-    uses_stmt(u, s->stmts[i]);
+    uses_stmt(u, s->stmts[i], kernel);
 }
 
 static Uses new_uses(Emit *E) {
@@ -605,21 +643,22 @@ static bool expr_fails(const IRExpr *e) {
   return expr_fails(e->a) || expr_fails(e->b) || expr_fails(e->c);
 }
 
-/* Whether s may record a failure without stopping (an IR_FAIL outside S_CHECK). */
-static bool stmt_fails(const IRStmt *s) {
+/* Whether s may record a failure; `checks`: counting S_CHECKs too, which
+ * stop the function they are in (a task) but not its caller. */
+static bool stmt_fails(const IRStmt *s, bool checks) {
   if (!s)
     return false;
   if (s->kind == S_CHECK)
-    return false;
+    return checks;
   for (int i = 0; i < s->nidx; i++)
     if (expr_fails(s->idx[i]))
       return true;
   for (int i = 0; i < s->n; i++)
-    if (stmt_fails(s->stmts[i]))
+    if (stmt_fails(s->stmts[i], checks))
       return true;
   return expr_fails(s->lo) || expr_fails(s->extent) || expr_fails(s->value) ||
-         expr_fails(s->cond) || stmt_fails(s->body) || stmt_fails(s->then) ||
-         stmt_fails(s->els);
+         expr_fails(s->cond) || stmt_fails(s->body, checks) || stmt_fails(s->then, checks) ||
+         stmt_fails(s->els, checks);
 }
 
 static void emit_stmt(Emit *E, Buf *b, const IRStmt *s, int ind);
@@ -628,7 +667,7 @@ static const char *ret_fail(Emit *E) { return E->in_task ? "return;" : "return 1
 
 /* The loop's end, lo + extent (constants folded). */
 static void emit_end(Emit *E, Buf *b, const IRStmt *s) {
-  emit_expr(E, b, ir_add(E->c, s->lo, s->extent));
+  emit_bare(E, b, ir_add(E->c, s->lo, s->extent));
 }
 
 static void emit_block_body(Emit *E, Buf *b, const IRStmt *s, int ind) {
@@ -645,7 +684,7 @@ static void emit_parallel(Emit *E, Buf *b, const IRStmt *s, int ind) {
   int k = E->ntasks++;
   Buf *t = &E->tasks;
   Uses u = new_uses(E);
-  uses_stmt(&u, s->body);
+  uses_stmt(&u, s->body, false);
   buf_printf(t, "\nstatic void task_%d(const void *args, int64_t lo, int64_t hi) {\n", k);
   buf_puts(t, "  const tc_kargs *a = (const tc_kargs *)args;\n");
   emit_preamble(E, t, &u);
@@ -653,7 +692,7 @@ static void emit_parallel(Emit *E, Buf *b, const IRStmt *s, int ind) {
              s->var->name);
   E->in_task = true;
   E->depth = 1;
-  if (stmt_fails(s->body))
+  if (stmt_fails(s->body, false))
     buf_puts(t, "    if (a->rt->failed) return;\n");
   emit_block_body(E, t, s->body, 2);
   E->in_task = false;
@@ -662,12 +701,14 @@ static void emit_parallel(Emit *E, Buf *b, const IRStmt *s, int ind) {
 
   buf_indent(b, ind);
   buf_printf(b, "a->rt->parallel_for(a->rt, task_%d, a, ", k);
-  emit_expr(E, b, s->lo);
+  emit_bare(E, b, s->lo);
   buf_puts(b, ", ");
   emit_end(E, b, s);
   buf_puts(b, ");\n");
-  buf_indent(b, ind);
-  buf_puts(b, "if (a->rt->failed) return 1;\n");
+  if (stmt_fails(s->body, true)) {
+    buf_indent(b, ind);
+    buf_puts(b, "if (a->rt->failed) return 1;\n");
+  }
 }
 
 static void emit_for(Emit *E, Buf *b, const IRStmt *s, int ind) {
@@ -683,7 +724,7 @@ static void emit_for(Emit *E, Buf *b, const IRStmt *s, int ind) {
   const char *v = s->var->name;
   buf_indent(b, ind);
   buf_printf(b, "for (int64_t %s = ", v);
-  emit_expr(E, b, s->lo);
+  emit_bare(E, b, s->lo);
   buf_printf(b, "; %s < ", v);
   emit_end(E, b, s);
   buf_printf(b, "; %s++) {\n", v);
@@ -700,19 +741,25 @@ static void emit_store(Emit *E, Buf *b, const IRStmt *s, int ind) {
   IASSERT(E->c, s->value->type == t);
   buf_indent(b, ind);
   buf_printf(b, "%s[", s->buf->name);
-  emit_expr(E, b, s->idx[0]);
+  emit_bare(E, b, s->idx[0]);
   buf_puts(b, "] = ");
   if (t == TC_FLOAT16 || t == TC_BFLOAT16) {
+    /* the store rounds: a cast to t from a float32 value needs no rounding
+     * of its own */
+    const IRExpr *v = s->value;
     use(E, t == TC_FLOAT16 ? H_F16 : H_BF16, TC_FLOAT32);
     buf_puts(b, t == TC_FLOAT16 ? "tc_f2h(" : "tc_f2b(");
-    emit_expr(E, b, s->value);
+    if (v->kind == IR_CAST && v->a->type != TC_FLOAT64)
+      emit_convert(E, b, TC_FLOAT32, v->a->type, expr_text(E, v->a));
+    else
+      emit_bare(E, b, v);
     buf_puts(b, ")");
   } else if (t == TC_BOOL) {
     buf_puts(b, "(uint8_t)(");
     emit_expr(E, b, s->value);
     buf_puts(b, " != 0)");
   } else {
-    emit_expr(E, b, s->value);
+    emit_bare(E, b, s->value);
   }
   buf_puts(b, ";\n");
 }
@@ -721,14 +768,14 @@ static void emit_check(Emit *E, Buf *b, const IRStmt *s, int ind) {
   IASSERT(E->c, s->value && s->value->kind == IR_FAIL);
   const IRExpr *fl = s->value;
   buf_indent(b, ind);
-  buf_puts(b, "if (!");
-  emit_expr(E, b, s->cond);
-  buf_puts(b, ") {\n");
+  buf_puts(b, "if (!(");
+  emit_bare(E, b, s->cond);
+  buf_puts(b, ")) {\n");
   buf_indent(b, ind + 1);
   buf_printf(b, "a->rt->fail(a->rt, %d, ", fl->site);
-  emit_expr(E, b, fl->a);
+  emit_bare(E, b, fl->a);
   buf_puts(b, ", ");
-  emit_expr(E, b, fl->b);
+  emit_bare(E, b, fl->b);
   buf_puts(b, ");\n");
   buf_indent(b, ind + 1);
   buf_printf(b, "%s\n", ret_fail(E));
@@ -754,13 +801,13 @@ static void emit_stmt(Emit *E, Buf *b, const IRStmt *s, int ind) {
     if (s->kind == S_DECL)
       buf_printf(b, "%s ", vtype(s->var->type));
     buf_printf(b, "%s = ", s->var->name);
-    emit_expr(E, b, s->value);
+    emit_bare(E, b, s->value);
     buf_puts(b, ";\n");
     return;
   case S_IF:
     buf_indent(b, ind);
     buf_puts(b, "if (");
-    emit_expr(E, b, s->cond);
+    emit_bare(E, b, s->cond);
     buf_puts(b, ") {\n");
     emit_block_body(E, b, s->then, ind + 1);
     if (s->els) {
@@ -781,7 +828,8 @@ static void emit_stmt(Emit *E, Buf *b, const IRStmt *s, int ind) {
 }
 
 /* The kernel's body: each top-level statement that may have recorded a
- * failure is followed by a check, so a failed kernel stops early. */
+ * failure is followed by a check, so a failed kernel stops early and the
+ * end is reached only without failure. */
 static void emit_kernel_body(Emit *E, Buf *b, const IRStmt *body) {
   const IRStmt *one[1] = {body};
   const IRStmt *const *list = one;
@@ -793,8 +841,10 @@ static void emit_kernel_body(Emit *E, Buf *b, const IRStmt *body) {
   for (int i = 0; i < n; i++) {
     if (!list[i])
       continue;
+    if (i)
+      buf_puts(b, "\n");
     emit_stmt(E, b, list[i], 1);
-    if (stmt_fails(list[i]))
+    if (stmt_fails(list[i], false) && !(list[i]->kind == S_FOR && list[i]->fkind == FOR_PARALLEL))
       buf_puts(b, "  if (a->rt->failed) return 1;\n");
   }
 }
@@ -803,7 +853,7 @@ void emitc_func(Ctx *c, IRFunc *f, Buf *out) {
   Emit E = {.c = c, .f = f};
   Buf body = {0};
   Uses u = new_uses(&E);
-  uses_stmt(&u, f->body);
+  uses_stmt(&u, f->body, true);
   emit_preamble(&E, &body, &u);
   emit_kernel_body(&E, &body, f->body);
 
@@ -822,7 +872,7 @@ void emitc_func(Ctx *c, IRFunc *f, Buf *out) {
   buf_puts(out, "\nint tc_kernel(const tc_kargs *a) {\n");
   if (body.len)
     buf_putn(out, body.s, body.len);
-  buf_puts(out, "  return a->rt->failed ? 1 : 0;\n}\n\n");
+  buf_puts(out, "  return 0;\n}\n\n");
   buf_printf(out, "const int tc_kernel_abi = %d;\n", TC_KERNEL_ABI);
   if (body.oom || helpers.oom || E.tasks.oom)
     out->oom = true;

@@ -156,7 +156,11 @@ bool infer_affine(Ctx *c, Stmt *s, Expr *sub, int64_t *coef, IRExpr **rest) {
   for (int i = 0; i < s->nvars; i++)
     coef[i] = 0;
   *rest = ir_i64(c, 0);
-  if (!linearize(c, s, sub, 1, coef, rest)) {
+  bool ok = linearize(c, s, sub, 1, coef, rest);
+  for (int i = 0; ok && i < s->nvars; i++)
+    if (coef[i] == INT64_MIN) /* keeps -coef representable */
+      ok = false;
+  if (!ok) {
     for (int i = 0; i < s->nvars; i++)
       coef[i] = 0;
     *rest = NULL;
@@ -274,7 +278,7 @@ static const char *src_text(Ctx *c, const Expr *e) {
 
 static const char *ir_text(Ctx *c, const IRExpr *e) {
   Buf b = {0};
-  ir_print_expr(&b, e);
+  ir_print_user(&b, e);
   char *s = arena_strdup(c->arena, b.s ? b.s : "");
   buf_free(&b);
   return s;
@@ -345,17 +349,15 @@ static void collect(Infer *I, Expr *e, bool conditional, bool is_exists) {
   }
 }
 
+static Expr *lhs_index(Ctx *c, Stmt *s, int d);
+
 static void collect_writes(Infer *I) {
   Stmt *s = I->s;
   Tensor *t = s->lhs;
   if (!t->size)
     return; /* this statement sizes it */
   for (int d = 0; d < s->nidx && d < t->rank; d++) {
-    Expr *x = arena_alloc(I->c->arena, sizeof *x);
-    x->kind = EX_INDEX;
-    x->loc = s->idx_locs ? s->idx_locs[d] : s->lhs_loc;
-    x->type = TC_INT32;
-    x->var = s->vars[d];
+    Expr *x = lhs_index(I->c, s, d);
     add_constraint(I, t, d, x, NULL, x->loc, true, false, false);
   }
 }
@@ -388,7 +390,7 @@ static void bound_from(Ctx *c, Stmt *s, const Constraint *k, int v, IRExpr **lo,
     *lo = ir_floordiv(c, ir_add(c, ir_sub(c, ir_i64(c, 0), rmin), ir_i64(c, cv - 1)), a);
     *hi = ir_add(c, ir_floordiv(c, ir_sub(c, ir_sub(c, S, one), rmax), a), one);
   } else {
-    int64_t av = -cv; /* cv > INT64_MIN: linearize never negates INT64_MIN */
+    int64_t av = -cv; /* cv > INT64_MIN: infer_affine rejects it */
     IRExpr *a = ir_i64(c, av);
     *lo = ir_floordiv(c, ir_add(c, ir_sub(c, rmax, S), a), a);
     *hi = ir_add(c, ir_floordiv(c, rmin, a), one);
@@ -521,9 +523,8 @@ static void check_ranges(Infer *I) {
         simplify_prove_le(c, x->lo, ir_i64(c, -1)))
       error_at(c, loc,
                "the range of left-hand index '%s' is [%s, %s), which starts below 0: '%s' "
-               "cannot be written there; add a where clause, e.g. 'where %s in 0:%s'",
-               x->name, ir_text(c, x->lo), ir_text(c, x->hi), s->lhs->name, x->name,
-               ir_text(c, x->hi));
+               "cannot be written there; restrict it with a where clause starting at 0 or above",
+               x->name, ir_text(c, x->lo), ir_text(c, x->hi), s->lhs->name);
   }
 }
 
@@ -531,7 +532,18 @@ static bool provably_equal(Ctx *c, IRExpr *a, IRExpr *b) {
   return simplify_prove_le(c, a, b) && simplify_prove_le(c, b, a);
 }
 
-/* Sizes the written tensor at its first definition. */
+static Expr *lhs_index(Ctx *c, Stmt *s, int d) {
+  Expr *x = arena_alloc(c->arena, sizeof *x);
+  x->kind = EX_INDEX;
+  x->loc = s->idx_locs ? s->idx_locs[d] : s->lhs_loc;
+  x->type = TC_INT32;
+  x->var = s->vars[d];
+  return x;
+}
+
+/* Sizes the written tensor at its first definition.  A left-hand range that
+ * may start below 0 (`O(i) = A(2*i + N/2)`) gets a write constraint that
+ * nothing consumed, so that it is checked before the statement runs. */
 static void size_lhs(Infer *I) {
   Ctx *c = I->c;
   Stmt *s = I->s;
@@ -542,9 +554,14 @@ static void size_lhs(Infer *I) {
   if (!t->size) {
     t->size = arena_alloc(c->arena, sizeof(IRExpr *) * (size_t)(t->rank > 0 ? t->rank : 1));
     for (int d = 0; d < t->rank; d++) {
-      t->size[d] = s->vars[d]->hi;
-      if (!provably_equal(c, s->vars[d]->lo, ir_i64(c, 0)))
+      IndexVar *x = s->vars[d];
+      t->size[d] = x->hi;
+      if (!provably_equal(c, x->lo, ir_i64(c, 0)))
         partial = true;
+      if (!simplify_prove_le(c, ir_i64(c, 0), x->lo)) {
+        Expr *sub = lhs_index(c, s, d);
+        add_constraint(I, t, d, sub, NULL, sub->loc, true, false, false);
+      }
     }
   } else {
     for (int d = 0; d < t->rank; d++)
@@ -567,9 +584,9 @@ static void infer_stmt(Ctx *c, Def *d, Stmt *s) {
     collect(&I, s->exists[i], true, true);
   solve(&I);
   check_ranges(&I);
+  size_lhs(&I);
   s->cons = I.cons.data;
   s->ncons = I.cons.len;
-  size_lhs(&I);
 }
 
 /* Size variables, and the sizes of declared tensors. */

@@ -13,17 +13,20 @@
  * (Stmt.init) or at the element's current value, folds in every reduction
  * point and is stored once at the end (so a float16 sum accumulates in
  * float32 and rounds once).  Before the first definition of a tensor marked
- * zero_fill the whole tensor is set to 0.
+ * zero_fill the whole tensor is set to 0 (and an output that no statement
+ * writes is zeroed before the first statement).
  *
  * Values are small tagged cells (Val): integers and bools keep their bit
  * pattern canonical for their type (sign- or zero-extended to 64 bits) and
  * are wrapped to the type's width after every operation; float32 arithmetic
  * is done in C `float` and float64 in `double`, so that results agree with
- * the compiled code bit for bit; float16 and bfloat16 values are held in
- * float32 precision and rounded to nearest even only when stored or cast.
+ * the compiled code bit for bit.  float16 and bfloat16 are storage types:
+ * loads widen them, their arithmetic (and operand promotion to them) stays in
+ * float32, and only stores and casts round to nearest even.
  *
- * Subscripts are evaluated apart (eval_index) in exact 64-bit integer
- * arithmetic.  Every read and write is bounds-checked: a dimension under a
+ * Inside subscripts every integer node computes in int64 and integer casts
+ * do not narrow (eval's `ix`), so indices are exact whatever the types of
+ * their parts.  Every read and write is bounds-checked: a dimension under a
  * boundary condition applies it, any other index out of range is a located
  * TC_ERR_RUNTIME.  `exists` clauses are never evaluated.
  *
@@ -52,6 +55,7 @@ typedef struct Interp {
   bool failed;  /* an error was recorded; evaluation unwinds returning 0 */
   tc_status code; /* ... and its code */
   int64_t *idx; /* current value of each variable of the running statement */
+  int nvars;    /* ... and how many it has */
 } Interp;
 
 static void fail(Interp *in, tc_status code, Loc loc, const char *fmt, ...) TC_PRINTF(4, 5);
@@ -203,8 +207,11 @@ static uint64_t float_to_int(tc_dtype t, double x) {
   return (uint64_t)x;
 }
 
+static bool is_half(tc_dtype t) { return t == TC_FLOAT16 || t == TC_BFLOAT16; }
+
 /* Integer (or bool) bits of type `from` as a number of float type `to`,
- * converted directly (no rounding through double for float32). */
+ * converted directly as C does (float32 and the 16-bit types: through
+ * float, rounded once). */
 static double int_to_float(tc_dtype from, tc_dtype to, uint64_t u) {
   if (is_signed_int(from)) {
     int64_t v = as_i64(u);
@@ -213,11 +220,14 @@ static double int_to_float(tc_dtype from, tc_dtype to, uint64_t u) {
   return is_f64(to) ? (double)u : (double)(float)u;
 }
 
-/* Converts v from type `from` to type `to`.  `rounding`: an explicit cast,
- * which rounds to float16/bfloat16 precision; implicit conversions (operand
- * promotion) only move to float32 arithmetic, as the generated code does. */
+/* Converts v from type `from` to type `to` with TC's rules: float to
+ * integer saturates (NaN gives 0), to bool is != 0.  `rounding`: a cast or a
+ * store, which rounds to float16/bfloat16 precision (an integer through
+ * float32, a float64 directly, once); other conversions (operand promotion)
+ * only move into float32 arithmetic, where float16 and bfloat16 values live.
+ * A cast rounds even a value of its own type: float16(a + b). */
 static Val convert(Val v, tc_dtype from, tc_dtype to, bool rounding) {
-  if (from == to && !(rounding && (to == TC_FLOAT16 || to == TC_BFLOAT16)))
+  if (from == to && !(rounding && is_half(to)))
     return v;
   if (dtype_info[to].is_bool)
     return ival(is_float(from) ? v.f != 0 : v.u != 0);
@@ -226,10 +236,8 @@ static Val convert(Val v, tc_dtype from, tc_dtype to, bool rounding) {
   double x;
   if (!is_float(from))
     x = int_to_float(from, to, v.u);
-  else if (is_f64(to) || !is_f64(from))
-    x = v.f; /* widening, or between float32-precision types */
-  else if (rounding && to != TC_FLOAT32)
-    x = v.f; /* float64 to float16/bfloat16: rounded once, below */
+  else if (is_f64(to) || !is_f64(from) || (rounding && is_half(to)))
+    x = v.f; /* exact, or float64 rounded to 16 bits once, below */
   else
     x = (double)(float)v.f;
   if (rounding && to == TC_FLOAT16)
@@ -243,8 +251,13 @@ static bool truth(Val v, tc_dtype t) { return is_float(t) ? v.f != 0 : v.u != 0;
 
 /* ---- memory ---- */
 
+/* The address of element `off` (wrapping arithmetic: offsets are checked). */
+static char *elem_addr(const View *v, int64_t off) {
+  return v->data + as_i64((uint64_t)off * (uint64_t)dtype_info[v->dtype].size);
+}
+
 static Val load_elem(const View *v, int64_t off) {
-  const char *p = v->data + off * (int64_t)dtype_info[v->dtype].size;
+  const char *p = elem_addr(v, off);
   uint8_t u8;
   uint16_t u16;
   uint32_t u32;
@@ -268,7 +281,7 @@ static Val load_elem(const View *v, int64_t off) {
 
 /* Stores x, a value of the view's type; float16/bfloat16 round here. */
 static void store_elem(const View *v, int64_t off, Val x) {
-  char *p = v->data + off * (int64_t)dtype_info[v->dtype].size;
+  char *p = elem_addr(v, off);
   uint8_t u8 = (uint8_t)x.u;
   uint16_t u16 = (uint16_t)x.u;
   uint32_t u32 = (uint32_t)x.u;
@@ -315,10 +328,13 @@ static void zero_view(const View *v) {
 
 /* ---- arithmetic ---- */
 
-static double fmin_nan(double a, double b) { return isnan(a) || isnan(b) ? NAN : a < b ? a : b; }
-static double fmax_nan(double a, double b) { return isnan(a) || isnan(b) ? NAN : a > b ? a : b; }
+/* min/max propagate NaN: a NaN first operand is the result, and a NaN
+ * second one loses every comparison. */
+static double fmin_nan(double a, double b) { return a < b || a != a ? a : b; }
+static double fmax_nan(double a, double b) { return a > b || a != a ? a : b; }
 
-/* float32 arithmetic, in float. */
+/* float32 arithmetic, in float.  `%` is the floored remainder
+ * a - b * floor(a / b), each operation rounded in the type. */
 static float arith_f32(int op, float a, float b) {
   switch (op) {
   case OP_ADD: return a + b;
@@ -476,7 +492,22 @@ static double builtin_f64(int bi, const double *a) {
 
 /* ---- evaluation ---- */
 
-static Val eval(Interp *in, const Expr *e);
+static Val eval(Interp *in, const Expr *e, bool ix);
+
+/* The type e computes in: its own, except that inside a subscript (`ix`)
+ * integers compute in int64. */
+static tc_dtype type_in(const Expr *e, bool ix) {
+  return ix && dtype_is_int(e->type) ? TC_INT64 : e->type;
+}
+
+/* e evaluated and converted (implicitly) to type `to`. */
+static Val eval_as(Interp *in, const Expr *e, bool ix, tc_dtype to) {
+  return convert(eval(in, e, ix), type_in(e, ix), to, false);
+}
+
+static bool eval_truth(Interp *in, const Expr *e, bool ix) {
+  return truth(eval(in, e, ix), type_in(e, ix));
+}
 
 /* Maps an out-of-range index i into [0, n) by the boundary condition
  * (n > 0). */
@@ -501,8 +532,6 @@ static int64_t apply_boundary(BCKind bc, int64_t i, int64_t n) {
   }
 }
 
-static int64_t eval_index(Interp *in, const Expr *e);
-
 /* A tensor read: subscripts in int64, bounds-checked, boundary conditions
  * applied.  Returns a value of the tensor's type. */
 static Val load(Interp *in, const Expr *e) {
@@ -515,14 +544,14 @@ static Val load(Interp *in, const Expr *e) {
     return ival(0);
   }
   for (int d = 0; d < e->nargs; d++) {
-    int64_t i = eval_index(in, e->args[d]);
+    int64_t i = as_i64(eval_as(in, e->args[d], true, TC_INT64).u);
     if (in->failed)
       return ival(0);
     int64_t n = v->shape[d];
     if (i < 0 || i >= n) {
       if (t->bc == BC_NONE || !t->bc_dim[d]) {
-        fail(in, TC_ERR_RUNTIME, e->loc, "index %lld is out of range for %s dim %d (size %lld)", (long long)i, t->name, d,
-             (long long)n);
+        fail(in, TC_ERR_RUNTIME, e->loc, "index %lld is out of range for %s dim %d (size %lld)",
+             (long long)i, t->name, d, (long long)n);
         return ival(0);
       }
       if (t->bc == BC_CONSTANT) {
@@ -543,124 +572,99 @@ static Val load(Interp *in, const Expr *e) {
   return load_elem(v, offset_of(v, idx));
 }
 
-/* A value of integer or bool type t widened to int64. */
-static int64_t widen(Val v, tc_dtype t) {
-  if (is_float(t))
-    return as_i64(float_to_int(TC_INT64, v.f));
-  return as_i64(v.u); /* canonical bits: sign-extended or zero-extended */
+/* A literal of type ty, from its exact value (an integer literal may have
+ * been given a float type). */
+static Val literal(const Expr *e, tc_dtype ty) {
+  if (e->kind == EX_FLOAT)
+    return convert(fval(e->fval), TC_FLOAT64, ty, false);
+  if (is_float(ty))
+    return convert(fval((double)e->ival), TC_FLOAT64, ty, false);
+  return convert(ival((uint64_t)e->ival), TC_INT64, ty, false);
 }
 
-/* Evaluates a subscript in exact int64 arithmetic: integer nodes compute in
- * int64 (wrapping only at 64 bits), loads are loaded in their type and
- * widened; other nodes (comparisons, floats) are evaluated as values. */
-static int64_t eval_index(Interp *in, const Expr *e) {
-  if (in->failed)
-    return 0;
-  if (!dtype_is_int(e->type))
-    return widen(eval(in, e), e->type);
-  switch (e->kind) {
-  case EX_INT:
-    return e->ival;
-  case EX_INDEX:
-    return in->idx[e->var->id];
-  case EX_SIZE:
-    return in->b->sizes[e->sym->id];
-  case EX_ACCESS:
-    return widen(load(in, e), e->type);
-  case EX_UNARY:
-    if (e->op == OP_NEG)
-      return as_i64(0 - (uint64_t)eval_index(in, e->a));
-    break;
-  case EX_BINARY:
-    if (e->op == OP_ADD || e->op == OP_SUB || e->op == OP_MUL || e->op == OP_DIV ||
-        e->op == OP_MOD || e->op == OP_MIN || e->op == OP_MAX) {
-      int64_t x = eval_index(in, e->a);
-      int64_t y = eval_index(in, e->b);
-      return as_i64(arith_int(e->op, TC_INT64, (uint64_t)x, (uint64_t)y));
-    }
-    break;
-  case EX_SELECT:
-    return truth(eval(in, e->a), e->a->type) ? eval_index(in, e->b) : eval_index(in, e->c);
-  case EX_CAST:
-    if (dtype_is_int(e->args[0]->type))
-      return eval_index(in, e->args[0]);
-    return widen(eval(in, e->args[0]), e->args[0]->type);
-  default:
-    break;
-  }
-  return widen(eval(in, e), e->type);
-}
-
-static Val eval_builtin(Interp *in, const Expr *e) {
-  if (e->nargs > 3 || e->nargs != builtin_info[e->builtin].arity) {
+static Val eval_builtin(Interp *in, const Expr *e, bool ix, tc_dtype ty) {
+  if (e->nargs > 3 || e->nargs != builtin_info[e->builtin].arity || !is_float(e->type)) {
     fail(in, TC_ERR_INTERNAL, e->loc, "interp: bad builtin call");
     return fval(0);
   }
-  Val a[3];
+  Val a[3] = {{0, 0}, {0, 0}, {0, 0}};
   for (int i = 0; i < e->nargs; i++)
-    a[i] = convert(eval(in, e->args[i]), e->args[i]->type, e->type, false);
+    a[i] = eval_as(in, e->args[i], ix, e->type);
+  Val r;
   if (is_f64(e->type)) {
     double x[3] = {a[0].f, a[1].f, a[2].f};
-    return fval(builtin_f64(e->builtin, x));
+    r = fval(builtin_f64(e->builtin, x));
+  } else {
+    float x[3] = {(float)a[0].f, (float)a[1].f, (float)a[2].f};
+    r = convert(fval(builtin_f32(e->builtin, x)), TC_FLOAT32, e->type, false);
   }
-  float x[3] = {(float)a[0].f, (float)a[1].f, (float)a[2].f};
-  return convert(fval(builtin_f32(e->builtin, x)), TC_FLOAT32, e->type, false);
+  return convert(r, e->type, ty, false);
 }
 
-static Val eval_binary(Interp *in, const Expr *e) {
+static Val eval_binary(Interp *in, const Expr *e, bool ix, tc_dtype ty) {
   if (e->op == OP_AND || e->op == OP_OR) {
-    bool x = truth(eval(in, e->a), e->a->type);
+    bool x = eval_truth(in, e->a, ix);
     if (e->op == OP_AND ? !x : x)
       return ival(x);
-    return ival(truth(eval(in, e->b), e->b->type));
+    return ival(eval_truth(in, e->b, ix));
   }
-  tc_dtype t = is_compare(e->op) ? dtype_promote(e->a->type, e->b->type) : e->type;
-  Val x = convert(eval(in, e->a), e->a->type, t, false);
-  Val y = convert(eval(in, e->b), e->b->type, t, false);
+  tc_dtype t = is_compare(e->op) ? dtype_promote(e->a->type, e->b->type) : ty;
+  Val x = eval_as(in, e->a, ix, t);
+  Val y = eval_as(in, e->b, ix, t);
   if (is_compare(e->op))
     return ival(compare(e->op, t, x, y));
   return arith(e->op, t, x, y);
 }
 
-/* Evaluates e; the result is a value of type e->type. */
-static Val eval(Interp *in, const Expr *e) {
+/* Evaluates e; the result is a value of type type_in(e, ix).  `ix`: inside
+ * a subscript (docs/language.md), where integer nodes compute in int64 and
+ * integer casts do not narrow; the operands of other nodes (comparisons,
+ * floats) are ordinary values. */
+static Val eval(Interp *in, const Expr *e, bool ix) {
   if (in->failed)
     return ival(0);
+  ix = ix && dtype_is_int(e->type);
+  tc_dtype ty = type_in(e, ix);
   switch (e->kind) {
   case EX_INT:
-    return convert(ival((uint64_t)e->ival), TC_INT64, e->type, false);
   case EX_FLOAT:
-    return convert(fval(e->fval), TC_FLOAT64, e->type, false);
+    return literal(e, ty);
   case EX_INDEX:
-    return convert(ival((uint64_t)in->idx[e->var->id]), TC_INT64, e->type, false);
+    if (e->var->id < 0 || e->var->id >= in->nvars)
+      break;
+    return convert(ival((uint64_t)in->idx[e->var->id]), TC_INT64, ty, false);
   case EX_SIZE:
-    return convert(ival((uint64_t)in->b->sizes[e->sym->id]), TC_INT64, e->type, false);
+    if (e->sym->id < 0 || e->sym->id >= in->b->def->nsyms)
+      break;
+    return convert(ival((uint64_t)in->b->sizes[e->sym->id]), TC_INT64, ty, false);
   case EX_ACCESS:
-    return load(in, e);
+    return convert(load(in, e), e->tensor->dtype, ty, false);
   case EX_BUILTIN:
-    return eval_builtin(in, e);
-  case EX_CAST:
-    return convert(eval(in, e->args[0]), e->args[0]->type, e->type, true);
-  case EX_UNARY: {
-    Val x = eval(in, e->a);
-    if (e->op == OP_NOT)
-      return ival(!truth(x, e->a->type));
-    x = convert(x, e->a->type, e->type, false);
-    if (is_float(e->type))
-      return fval(-x.f);
-    return ival(wrap(e->type, 0 - x.u));
+    return eval_builtin(in, e, ix, ty);
+  case EX_CAST: {
+    const Expr *a = e->args[0];
+    if (ix) /* an integer cast in a subscript: exact, to int64 */
+      return dtype_is_int(a->type) ? eval(in, a, true) : eval_as(in, a, false, TC_INT64);
+    return convert(eval(in, a, false), a->type, e->type, true);
   }
+  case EX_UNARY:
+    if (e->op == OP_NOT)
+      return ival(!eval_truth(in, e->a, ix));
+    {
+      Val x = eval_as(in, e->a, ix, ty);
+      return is_float(ty) ? fval(-x.f) : ival(wrap(ty, 0 - x.u));
+    }
   case EX_BINARY:
-    return eval_binary(in, e);
+    return eval_binary(in, e, ix, ty);
   case EX_SELECT: {
-    const Expr *pick = truth(eval(in, e->a), e->a->type) ? e->b : e->c;
-    return convert(eval(in, pick), pick->type, e->type, false);
+    const Expr *pick = eval_truth(in, e->a, ix) ? e->b : e->c;
+    return eval_as(in, pick, ix, ty);
   }
   case EX_IDENT:
   case EX_CALL:
     break;
   }
-  fail(in, TC_ERR_INTERNAL, e->loc, "interp: unresolved expression");
+  fail(in, TC_ERR_INTERNAL, e->loc, "interp: malformed expression");
   return ival(0);
 }
 
@@ -729,7 +733,7 @@ static void run_point(Interp *in, const Stmt *s, const int64_t *lo, const int64_
   tc_dtype t = s->lhs->dtype;
   int64_t off;
   if (s->op == RED_NONE) {
-    Val x = convert(eval(in, s->rhs), s->rhs->type, t, false);
+    Val x = eval_as(in, s->rhs, false, t);
     if (!in->failed && lhs_offset(in, s, &off))
       store_elem(v, off, x);
     return;
@@ -740,7 +744,7 @@ static void run_point(Interp *in, const Stmt *s, const int64_t *lo, const int64_
   BinOp op = red_binop(s->op);
   if (start(in->idx, lo, hi, s->nidx, s->nvars)) {
     do {
-      Val x = convert(eval(in, s->rhs), s->rhs->type, t, false);
+      Val x = eval_as(in, s->rhs, false, t);
       if (in->failed)
         return;
       acc = arith(op, t, acc, x);
@@ -751,6 +755,7 @@ static void run_point(Interp *in, const Stmt *s, const int64_t *lo, const int64_
 
 static void run_stmt(Interp *in, const Stmt *s, int64_t *lo, int64_t *hi) {
   const Binding *b = in->b;
+  in->nvars = s->nvars;
   for (int k = 0; k < s->nvars; k++) {
     IndexVar *iv = s->vars[k];
     if (!ir_eval_int(iv->lo, b->sizes, &lo[k]) || !ir_eval_int(iv->hi, b->sizes, &hi[k])) {
@@ -758,7 +763,7 @@ static void run_stmt(Interp *in, const Stmt *s, int64_t *lo, int64_t *hi) {
       return;
     }
   }
-  if (s->lhs->def == s && s->lhs->zero_fill)
+  if (s->first_def && s->lhs->zero_fill)
     zero_view(&b->views[s->lhs->id]);
   if (!start(in->idx, lo, hi, 0, s->nidx))
     return;
@@ -794,7 +799,7 @@ static bool binding_ok(Interp *in) {
 }
 
 tc_status interp_run(const SrcFile *file, const Binding *b, tc_error *err) {
-  Interp in = {file, b, err, false, TC_OK, NULL};
+  Interp in = {file, b, err, false, TC_OK, NULL, 0};
   error_clear(err);
   if (!binding_ok(&in))
     return in.code;
@@ -809,6 +814,9 @@ tc_status interp_run(const SrcFile *file, const Binding *b, tc_error *err) {
     return TC_ERR_NOMEM;
   }
   in.idx = mem;
+  for (int i = 0; i < d->ntensors; i++) /* outputs no statement writes */
+    if (d->tensors[i]->zero_fill && !d->tensors[i]->def)
+      zero_view(&b->views[i]);
   for (int i = 0; i < d->nstmts && !in.failed; i++)
     run_stmt(&in, d->stmts[i], mem + maxvars, mem + 2 * (size_t)maxvars);
   free(mem);

@@ -462,13 +462,14 @@ static int prec(const IRExpr *e) {
   }
 }
 
-static void print_prec(Buf *b, const IRExpr *e, int need) {
+static void print_expr(Buf *b, bool user, const IRExpr *e);
+static void print_prec(Buf *b, bool user, const IRExpr *e, int need) {
   if (prec(e) < need) {
     buf_puts(b, "(");
-    ir_print_expr(b, e);
+    print_expr(b, user, e);
     buf_puts(b, ")");
   } else {
-    ir_print_expr(b, e);
+    print_expr(b, user, e);
   }
 }
 
@@ -513,46 +514,49 @@ static void print_int(Buf *b, tc_dtype t, int64_t v) {
     buf_printf(b, "%lld", (long long)v);
 }
 
-static void print_list(Buf *b, IRExpr *const *xs, int n) {
+static void print_list(Buf *b, bool user, IRExpr *const *xs, int n) {
   for (int i = 0; i < n; i++) {
     if (i)
       buf_puts(b, ", ");
-    ir_print_expr(b, xs[i]);
+    print_expr(b, user, xs[i]);
   }
 }
 
-void ir_print_expr(Buf *b, const IRExpr *e) {
+static void print_expr(Buf *b, bool user, const IRExpr *e) {
   if (!e) {
     buf_puts(b, "<null>");
     return;
   }
   switch (e->kind) {
   case IR_INT:
-    print_int(b, e->type, e->ival);
+    print_int(b, user ? TC_INT64 : e->type, e->ival);
     return;
   case IR_FLOAT:
     print_float(b, e->type, e->fval);
     return;
   case IR_VAR:
-    buf_puts(b, e->var ? e->var->name : "<var?>");
+    if (user && e->var && e->var->kind == VAR_SIZE && e->var->sym)
+      buf_puts(b, e->var->sym->name); /* diagnostics speak the source's names */
+    else
+      buf_puts(b, e->var ? e->var->name : "<var?>");
     return;
   case IR_LOAD:
     buf_printf(b, "%s[", e->buf ? e->buf->name : "<buf?>");
-    print_list(b, e->idx, e->nidx);
+    print_list(b, user, e->idx, e->nidx);
     buf_puts(b, "]");
     return;
   case IR_BIN:
     if (e->op == OP_MIN || e->op == OP_MAX) {
       buf_printf(b, "%s(", binop_names[e->op]);
-      ir_print_expr(b, e->a);
+      print_expr(b, user, e->a);
       buf_puts(b, ", ");
-      ir_print_expr(b, e->b);
+      print_expr(b, user, e->b);
       buf_puts(b, ")");
       return;
     }
-    print_prec(b, e->a, prec(e));
+    print_prec(b, user, e->a, prec(e));
     buf_printf(b, " %s ", binop_names[e->op]);
-    print_prec(b, e->b, prec(e) + 1);
+    print_prec(b, user, e->b, prec(e) + 1);
     return;
   case IR_UN: {
     /* "-(-x)" and "-(-1)" must not read as "--x" */
@@ -562,37 +566,37 @@ void ir_print_expr(Buf *b, const IRExpr *e) {
     buf_puts(b, unop_names[e->op]);
     if (paren) {
       buf_puts(b, "(");
-      ir_print_expr(b, a);
+      print_expr(b, user, a);
       buf_puts(b, ")");
     } else {
-      print_prec(b, a, 7);
+      print_prec(b, user, a, 7);
     }
     return;
   }
   case IR_SELECT:
     buf_puts(b, "select(");
-    ir_print_expr(b, e->a);
+    print_expr(b, user, e->a);
     buf_puts(b, ", ");
-    ir_print_expr(b, e->b);
+    print_expr(b, user, e->b);
     buf_puts(b, ", ");
-    ir_print_expr(b, e->c);
+    print_expr(b, user, e->c);
     buf_puts(b, ")");
     return;
   case IR_CALL:
     buf_printf(b, "%s(", (unsigned)e->builtin < NUM_BUILTINS ? builtin_info[e->builtin].name : "?");
-    print_list(b, e->args, e->nargs);
+    print_list(b, user, e->args, e->nargs);
     buf_puts(b, ")");
     return;
   case IR_CAST:
     buf_printf(b, "%s(", dtype_info[e->type].name);
-    ir_print_expr(b, e->a);
+    print_expr(b, user, e->a);
     buf_puts(b, ")");
     return;
   case IR_FAIL:
     buf_printf(b, "fail#%d(", e->site);
-    ir_print_expr(b, e->a);
+    print_expr(b, user, e->a);
     buf_puts(b, ", ");
-    ir_print_expr(b, e->b);
+    print_expr(b, user, e->b);
     buf_puts(b, ")");
     return;
   case NUM_IR_EXPR_KINDS:
@@ -600,6 +604,12 @@ void ir_print_expr(Buf *b, const IRExpr *e) {
   }
   buf_puts(b, "<bad expr>");
 }
+
+void ir_print_expr(Buf *b, const IRExpr *e) { print_expr(b, false, e); }
+
+/* The same, with size symbols under their source names and no type tags on
+ * integers: for diagnostics about bounds. */
+void ir_print_user(Buf *b, const IRExpr *e) { print_expr(b, true, e); }
 
 static void print_body(Buf *b, const IRStmt *s, int indent) {
   if (s)
@@ -625,9 +635,9 @@ void ir_print_stmt(Buf *b, const IRStmt *s, int indent) {
     } else {
       ir_print_expr(b, s->lo);
       buf_puts(b, ", ");
-      print_prec(b, s->lo, 5);
+      print_prec(b, false, s->lo, 5);
       buf_puts(b, " + ");
-      print_prec(b, s->extent, 6);
+      print_prec(b, false, s->extent, 6);
     }
     buf_puts(b, ")");
     if (s->fkind != FOR_SERIAL)
@@ -640,7 +650,7 @@ void ir_print_stmt(Buf *b, const IRStmt *s, int indent) {
   }
   case S_STORE:
     buf_printf(b, "%s[", s->buf->name);
-    print_list(b, s->idx, s->nidx);
+    print_list(b, false, s->idx, s->nidx);
     buf_puts(b, "] = ");
     ir_print_expr(b, s->value);
     buf_puts(b, "\n");

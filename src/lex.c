@@ -27,10 +27,11 @@
  */
 #include "tc.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define MAX_TOKEN 4096
 
 typedef struct Lexer {
   Ctx *c;
@@ -51,6 +52,13 @@ static bool is_ident_start(int ch) {
 }
 static bool is_ident_char(int ch) { return is_ident_start(ch) || is_digit(ch); }
 
+/* A token's length; absurdly long ones are refused (lengths are ints). */
+static int token_len(Lexer *L, Loc loc, size_t n) {
+  if (n > MAX_TOKEN)
+    error_at(L->c, loc, "token too long (more than %d characters)", MAX_TOKEN);
+  return (int)n;
+}
+
 static int peek(const Lexer *L, size_t k) {
   return L->p + k < L->end ? (unsigned char)L->p[k] : -1;
 }
@@ -58,10 +66,10 @@ static int peek(const Lexer *L, size_t k) {
 static void advance(Lexer *L, size_t n) {
   for (size_t i = 0; i < n && L->p < L->end; i++, L->p++) {
     if (*L->p == '\n') {
-      L->loc.line++;
+      L->loc.line += L->loc.line < INT32_MAX;
       L->loc.col = 1;
     } else {
-      L->loc.col++;
+      L->loc.col += L->loc.col < INT32_MAX;
     }
   }
 }
@@ -124,7 +132,6 @@ static double float_value(Lexer *L, const char *s, const char *e, Loc loc) {
     exp10 += neg ? -x : x;
   }
   snprintf(buf + n, 32, "e%ld", exp10);
-  errno = 0;
   double v = strtod(buf, NULL);
   if (isinf(v))
     error_at(L->c, loc, "floating-point literal out of range");
@@ -159,13 +166,14 @@ static void read_number(Lexer *L, Token *t) {
     error_at(L->c, t->loc, "malformed number '%.*s'", (int)(r - s), s);
   }
   t->s = s;
-  t->len = (int)(q - s);
+  if (!is_float) {
+    t->kind = TK_INT;
+    t->ival = int_value(L, s, q, t->loc);
+  }
+  t->len = token_len(L, t->loc, (size_t)(q - s));
   if (is_float) {
     t->kind = TK_FLOAT;
     t->fval = float_value(L, s, q, t->loc);
-  } else {
-    t->kind = TK_INT;
-    t->ival = int_value(L, s, q, t->loc);
   }
   advance(L, (size_t)(q - s));
 }
@@ -183,7 +191,7 @@ static void read_ident(Lexer *L, Token *t) {
     n += (q + 1 < L->end && q[1] == '!') ? 2 : 1;
   }
   t->s = L->p;
-  t->len = (int)n;
+  t->len = token_len(L, t->loc, n);
   advance(L, n);
 }
 
@@ -229,6 +237,7 @@ Token *lex_tokenize(Ctx *c, int *ntokens) {
       read_ident(&L, &t);
     else if (!read_punct(&L, &t))
       bad_char(&L);
+
     eof = (Loc){t.loc.line, t.loc.col + t.len};
     vec_push(c->arena, &toks, t);
   }

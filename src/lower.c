@@ -4,10 +4,10 @@
  * Requires: sema_program and infer_def have run on the def (every Expr typed
  * and resolved; IndexVar.lo/hi, Stmt.cons, SizeSym.var, Tensor.zero_fill set).
  * Guarantees: an IRFunc with one Buffer per tensor (slot == tensor id), one
- * size variable per size symbol, and a body that is a block with one block
- * per statement, in program order; loads and stores are multi-dimensional
- * (nidx == rank); every loop is serial; every IR_BIN has operands of one
- * type; nothing in the body reads memory outside its buffer.
+ * size variable per size symbol, and a body running the statements in
+ * program order (simplified, so one flat block); loads and stores are
+ * multi-dimensional (nidx == rank); every loop is serial; every IR_BIN has
+ * operands of one type; nothing in the body reads memory outside its buffer.
  *
  * One statement becomes:
  *
@@ -27,16 +27,23 @@
  * floor-mod for wrap, reflection for mirror, or a lazy select with the
  * constant and a clamped load); a subscript not covered by a check (not
  * affine, or under a branch of ?:) is guarded per element with a lazy
- * select whose other arm is an IR_FAIL naming the access.
+ * select whose other arm is an IR_FAIL naming the access.  The extent-0
+ * check of a boundary dim is up front too, unless the read may not run
+ * (a ?: branch, the right of && or ||): then it is per element.
  *
  * Subscripts are computed in int64 (docs/language.md): inside them every
- * integer operation happens in int64; loads and other leaves are converted.
- * Outside subscripts each operation computes in the type sema gave it, with
- * its operands converted to it (comparisons: to the promoted operand type).
+ * integer operation happens in int64 and integer casts do not narrow; loads,
+ * comparisons and float parts are values converted to int64.  Outside
+ * subscripts each operation computes in the type sema gave it, with its
+ * operands converted to it (comparisons: to the promoted operand type),
+ * except that float16 and bfloat16 compute in float32: their values are
+ * float32 in the IR (accumulators too) and only explicit casts and stores
+ * round.  This is the interpreter's evaluation, step for step.
  *
  * Names: buffers b_<name>, their extents and strides b_<name>_n<d> and
  * b_<name>_s<d>, sizes z_<name> (made by infer), loop variables
- * x<stmt>_<name>, fill loops f<stmt>_<d>, accumulators acc<k>: user names
+ * x<stmt>_<name>, fill loops f<stmt>_<d>, accumulators acc<k>, indirect
+ * subscripts ix<k> and the conditions they run under pc<k>: user names
  * appear only behind these prefixes (a clash gets a numeric suffix).
  */
 #include "tc.h"
@@ -53,7 +60,11 @@ typedef struct Lower {
   Stmt *s;
   int si;
   IRVar **loop;            /* [s->nvars] by IndexVar id */
-  int cond_depth;          /* > 0 inside a branch of ?: */
+  int cond_depth;          /* > 0 where code may not run: a branch of ?:,
+                              the right operand of && or || */
+  IRExpr *path;            /* there: when it runs (bool), or NULL */
+  bool path_is_var;        /* `path` is a declared local already */
+  VEC(IRStmt *) hoisted;   /* locals the right-hand side reads, in order */
   VEC(IRStmt *) pre;       /* checks to run before the loop nest */
   VEC(int) bc_checked;     /* tensor id * TC_MAX_RANK + dim with a check */
 } Lower;
@@ -82,7 +93,7 @@ static IRVar *new_var(Lower *L, const char *base, VarKind k, tc_dtype t) {
 }
 
 static int add_site(Lower *L, FailKind k, Loc loc, Tensor *t, int dim) {
-  FailSite fs = {k, loc, t, dim};
+  FailSite fs = {k, loc, t, dim, false};
   vec_push(L->c->arena, &L->f->sites, fs);
   return L->f->sites.len - 1;
 }
@@ -224,6 +235,63 @@ static IRExpr *guard_nonempty(Lower *L, Expr *e, int dim, IRExpr *n, IRExpr *x) 
   return x;
 }
 
+static bool has_load(const IRExpr *e) {
+  if (!e)
+    return false;
+  if (e->kind == IR_LOAD)
+    return true;
+  for (int i = 0; i < e->nargs; i++)
+    if (has_load(e->args[i]))
+      return true;
+  return has_load(e->a) || has_load(e->b) || has_load(e->c);
+}
+
+static IRVar *new_local(Lower *L, const char *prefix, tc_dtype t) {
+  const char *name = arena_printf(L->c->arena, "%s%d", prefix, L->f->nvars++);
+  return new_var(L, name, VAR_LOCAL, t);
+}
+
+/* An indirect subscript (one that reads memory) is computed once, into a
+ * local declared before the statement's store: the guard, the load and the
+ * failure report all use it, so nested indirect reads stay linear in size.
+ * Where the read may not run, the local is computed only when it would:
+ * select(path, i, 0). */
+static IRExpr *hoist_index(Lower *L, IRExpr *i) {
+  Ctx *c = L->c;
+  if (!has_load(i))
+    return i;
+  if (L->path && !L->path_is_var) {
+    IRVar *p = new_local(L, "pc", TC_BOOL);
+    vec_push(c->arena, &L->hoisted, ir_decl(c, p, L->path));
+    L->path = ir_var(c, p);
+    L->path_is_var = true;
+  }
+  IRVar *v = new_local(L, "ix", TC_INT64);
+  IRExpr *val = L->path ? ir_select(c, L->path, i, i64(L, 0)) : i;
+  vec_push(c->arena, &L->hoisted, ir_decl(c, v, val));
+  return ir_var(c, v);
+}
+
+/* Enters code that runs only when `cond` holds; returns what to restore. */
+typedef struct Path {
+  IRExpr *path;
+  bool is_var;
+} Path;
+
+static Path enter_lazy(Lower *L, IRExpr *cond) {
+  Path saved = {L->path, L->path_is_var};
+  L->cond_depth++;
+  L->path = L->path ? bin(L, OP_AND, L->path, cond) : cond;
+  L->path_is_var = false;
+  return saved;
+}
+
+static void leave_lazy(Lower *L, Path saved) {
+  L->cond_depth--;
+  L->path = saved.path;
+  L->path_is_var = saved.is_var;
+}
+
 /* A read T(e0, e1, ...). */
 static IRExpr *lower_access(Lower *L, Expr *e) {
   Ctx *c = L->c;
@@ -234,7 +302,7 @@ static IRExpr *lower_access(Lower *L, Expr *e) {
   bool guard[TC_MAX_RANK] = {0}, nonempty[TC_MAX_RANK] = {0};
   IRExpr *inside = NULL; /* constant boundary: every bc index in range */
   for (int d = 0; d < t->rank; d++) {
-    IRExpr *i = ir_cast(c, TC_INT64, lower_expr(L, e->args[d], true));
+    IRExpr *i = hoist_index(L, ir_cast(c, TC_INT64, lower_expr(L, e->args[d], true)));
     IRExpr *n = ir_var(c, b->shape[d]);
     IRExpr *clamped = ir_min(c, ir_max(c, i, i64(L, 0)), ir_sub(c, n, i64(L, 1)));
     sub[d] = i;
@@ -271,10 +339,11 @@ static IRExpr *lower_access(Lower *L, Expr *e) {
   IRExpr *x = ir_load(c, b, idx, t->rank);
   if (inside)
     x = ir_select(c, inside, x, const_of(L, t->dtype, t->bc_value));
+  for (int d = 0; d < t->rank; d++)
+    if (nonempty[d])
+      x = guard_nonempty(L, e, d, ir_var(c, b->shape[d]), x);
   for (int d = t->rank - 1; d >= 0; d--) {
     IRExpr *n = ir_var(c, b->shape[d]);
-    if (nonempty[d])
-      x = guard_nonempty(L, e, d, n, x);
     if (guard[d]) {
       int site = add_site(L, FAIL_INDEX, e->loc, t, d);
       x = ir_select(c, in_range(L, sub[d], n), x, ir_fail(c, t->dtype, site, sub[d], n));
@@ -283,31 +352,43 @@ static IRExpr *lower_access(Lower *L, Expr *e) {
   return x;
 }
 
-/* `float16(x)` rounds even when x is already a float16 (unrounded) value. */
-static IRExpr *lower_cast(Lower *L, tc_dtype to, IRExpr *x) {
-  if ((to == TC_FLOAT16 || to == TC_BFLOAT16) && x->type == to && x->kind != IR_LOAD &&
-      x->kind != IR_FLOAT)
-    x = ir_cast(L->c, TC_FLOAT32, x);
-  return ir_cast(L->c, to, x);
+/* The type an expression of type t computes in: float16 and bfloat16 are
+ * storage types whose arithmetic is float32 (docs/language.md), so their
+ * values are float32 in the IR; only explicit casts and stores round. */
+static tc_dtype compute_type(tc_dtype t) {
+  return t == TC_FLOAT16 || t == TC_BFLOAT16 ? TC_FLOAT32 : t;
 }
 
 static IRExpr *lower_binary(Lower *L, Expr *e, tc_dtype ty, bool ix) {
-  IRExpr *a = lower_expr(L, e->a, ix), *b = lower_expr(L, e->b, ix);
-  tc_dtype t = ty;
-  if (is_compare(e->op)) {
-    t = dtype_promote(e->a->type, e->b->type);
-    if (ix && dtype_is_int(t))
-      t = TC_INT64;
-  } else if (e->op == OP_AND || e->op == OP_OR) {
-    t = TC_BOOL;
+  IRExpr *a = lower_expr(L, e->a, ix);
+  if (e->op == OP_AND || e->op == OP_OR) {
+    /* the right operand runs only when the left does not decide */
+    a = ir_cast(L->c, TC_BOOL, a);
+    Path saved = enter_lazy(L, e->op == OP_AND ? a : ir_un(L->c, OP_NOT, a));
+    IRExpr *b = ir_cast(L->c, TC_BOOL, lower_expr(L, e->b, ix));
+    leave_lazy(L, saved);
+    return bin(L, (BinOp)e->op, a, b);
   }
+  IRExpr *b = lower_expr(L, e->b, ix);
+  tc_dtype t = is_compare(e->op) ? compute_type(dtype_promote(e->a->type, e->b->type)) : ty;
   return bin(L, (BinOp)e->op, ir_cast(L->c, t, a), ir_cast(L->c, t, b));
 }
 
-/* `ix`: inside a subscript, where integers compute in int64. */
+/* A cast inside a subscript: integers stay exact int64 (the cast does not
+ * narrow), other values convert to int64 directly. */
+static IRExpr *lower_index_cast(Lower *L, Expr *a) {
+  if (dtype_is_int(a->type))
+    return lower_expr(L, a, true);
+  return ir_cast(L->c, TC_INT64, lower_expr(L, a, false));
+}
+
+/* `ix`: inside a subscript, where integer nodes compute in int64 and other
+ * nodes (comparisons, floats) are values converted to int64 by their
+ * integer parent. */
 static IRExpr *lower_expr(Lower *L, Expr *e, bool ix) {
   Ctx *c = L->c;
-  tc_dtype ty = ix && dtype_is_int(e->type) ? TC_INT64 : e->type;
+  ix = ix && dtype_is_int(e->type);
+  tc_dtype ty = ix ? TC_INT64 : compute_type(e->type);
   switch (e->kind) {
   case EX_INT:
     return dtype_is_float(ty) ? const_of(L, ty, (double)e->ival) : ir_int(c, ty, e->ival);
@@ -323,12 +404,14 @@ static IRExpr *lower_expr(Lower *L, Expr *e, bool ix) {
   case EX_BUILTIN: {
     IRExpr **args = arena_alloc(c->arena, sizeof(IRExpr *) * (size_t)(e->nargs + 1));
     for (int i = 0; i < e->nargs; i++)
-      args[i] = ir_cast(c, e->type, lower_expr(L, e->args[i], ix));
+      args[i] = ir_cast(c, e->type, lower_expr(L, e->args[i], false));
     return ir_cast(c, ty, ir_call(c, e->type, e->builtin, args, e->nargs));
   }
   case EX_CAST:
     IASSERT(c, e->nargs == 1);
-    return ir_cast(c, ty, lower_cast(L, e->type, lower_expr(L, e->args[0], ix)));
+    if (ix)
+      return lower_index_cast(L, e->args[0]);
+    return ir_cast(c, ty, ir_cast(c, e->type, lower_expr(L, e->args[0], false)));
   case EX_UNARY:
     if (e->op == OP_NOT)
       return ir_un(c, OP_NOT, ir_cast(c, TC_BOOL, lower_expr(L, e->a, ix)));
@@ -336,11 +419,13 @@ static IRExpr *lower_expr(Lower *L, Expr *e, bool ix) {
   case EX_BINARY:
     return lower_binary(L, e, ty, ix);
   case EX_SELECT: {
-    IRExpr *cond = ir_cast(c, TC_BOOL, lower_expr(L, e->a, ix));
-    L->cond_depth++;
+    IRExpr *cond = ir_cast(c, TC_BOOL, lower_expr(L, e->a, false));
+    Path saved = enter_lazy(L, cond);
     IRExpr *a = ir_cast(c, ty, lower_expr(L, e->b, ix));
+    leave_lazy(L, saved);
+    saved = enter_lazy(L, ir_un(c, OP_NOT, cond));
     IRExpr *b = ir_cast(c, ty, lower_expr(L, e->c, ix));
-    L->cond_depth--;
+    leave_lazy(L, saved);
     return ir_select(c, cond, a, b);
   }
   case EX_IDENT:
@@ -404,6 +489,7 @@ static IRStmt *range_check(Lower *L, Constraint *k) {
     if (L->pre.data[i]->kind == S_CHECK && ir_equal(L->pre.data[i]->cond, cond))
       return NULL;
   int site = add_site(L, FAIL_RANGE, k->loc, k->tensor, k->dim);
+  L->f->sites.data[site].write = k->write;
   IRExpr *value = ir_select(c, bin(L, OP_LT, lo, i64(L, 0)), lo, hi);
   return ir_check(c, cond, ir_fail(c, TC_INT64, site, value, size));
 }
@@ -424,6 +510,14 @@ static BinOp red_binop(RedOp op) {
   }
 }
 
+/* s preceded by the locals the right-hand side reads. */
+static IRStmt *with_hoisted(Lower *L, IRStmt *s) {
+  if (!L->hoisted.len)
+    return s;
+  vec_push(L->c->arena, &L->hoisted, s);
+  return ir_block(L->c, L->hoisted.data, L->hoisted.len);
+}
+
 /* The loop nest of statement s: stores for `=`, an accumulator otherwise. */
 static IRStmt *lower_nest(Lower *L) {
   Ctx *c = L->c;
@@ -439,18 +533,22 @@ static IRStmt *lower_nest(Lower *L) {
   IRExpr *idx[TC_MAX_RANK];
   for (int i = 0; i < nl; i++)
     idx[i] = ir_var(c, L->loop[s->vars[i]->id]);
-  IRExpr *rhs = ir_cast(c, t->dtype, lower_expr(L, s->rhs, false));
+  tc_dtype at = compute_type(t->dtype); /* the accumulator's type */
+  L->hoisted.len = 0;
+  IRExpr *rhs = lower_expr(L, s->rhs, false);
   IRStmt *body;
   if (s->op == RED_NONE) {
     IASSERT(c, nl == s->nvars);
-    body = ir_store(c, b, idx, nl, rhs);
+    body = with_hoisted(L, ir_store(c, b, idx, nl, ir_cast(c, t->dtype, ir_cast(c, at, rhs))));
   } else {
-    IRVar *acc = new_var(L, arena_printf(c->arena, "acc%d", L->f->nvars++), VAR_LOCAL, t->dtype);
-    IRExpr *init = s->init ? identity(L, s->op, t->dtype) : ir_load(c, b, idx, nl);
-    IRStmt *red = ir_assign(c, acc, bin(L, red_binop(s->op), ir_var(c, acc), rhs));
+    IRVar *acc = new_local(L, "acc", at);
+    IRExpr *init = s->init ? identity(L, s->op, at) : ir_cast(c, at, ir_load(c, b, idx, nl));
+    IRStmt *red = ir_assign(c, acc, bin(L, red_binop(s->op), ir_var(c, acc), ir_cast(c, at, rhs)));
+    red = with_hoisted(L, red);
     for (int i = s->nvars - 1; i >= nl; i--)
       red = loop_over(L, s->vars[i], red);
-    IRStmt *parts[3] = {ir_decl(c, acc, init), red, ir_store(c, b, idx, nl, ir_var(c, acc))};
+    IRExpr *val = ir_cast(c, t->dtype, ir_var(c, acc));
+    IRStmt *parts[3] = {ir_decl(c, acc, init), red, ir_store(c, b, idx, nl, val)};
     body = ir_block(c, parts, 3);
   }
   for (int i = nl - 1; i >= 0; i--)
@@ -465,6 +563,8 @@ static IRStmt *lower_stmt(Lower *L, Stmt *s, int si) {
   L->pre.len = 0;
   L->bc_checked.len = 0;
   L->cond_depth = 0;
+  L->path = NULL;
+  L->path_is_var = false;
   L->loop = arena_alloc(c->arena, sizeof(IRVar *) * (size_t)(s->nvars + 1));
   for (int i = 0; i < s->nvars; i++) {
     IndexVar *v = s->vars[i];

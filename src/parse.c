@@ -28,6 +28,7 @@
  */
 #include "tc.h"
 
+#include <math.h>
 #include <string.h>
 
 #define MAX_DEPTH 256
@@ -146,7 +147,7 @@ static Expr *primary(Parser *p) {
   if (t->kind == TK_FLOAT) {
     p->tok++;
     float f = (float)t->fval;
-    if (f - f != 0) /* inf */
+    if (isinf(f))
       error_at(p->c, t->loc, "floating-point literal out of range for float32");
     Expr *e = new_expr(p, EX_FLOAT, t->loc);
     e->fval = f;

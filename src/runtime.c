@@ -840,6 +840,11 @@ static tc_status prepare_locked(tc_program *p, int entry, tc_error *err) {
     arena_free(&a);
     return st;
   }
+  if (ctx->verbose) {
+    static const char *const how[] = {"compiled", "from the memory cache", "from the disk cache"};
+    fprintf(stderr, "tensorc: %s: kernel %s: %s\n", p->prog->defs[entry]->name,
+            how[k->source >= 0 && k->source <= 2 ? k->source : 0], k->path);
+  }
   k->arena = a;
   k->fn = j.fn;
   k->ready = true;
@@ -915,9 +920,9 @@ static tc_status report_failure(tc_program *p, const IRFunc *fn, const RunRT *r,
     break;
   case FAIL_RANGE:
     error_set(err, TC_ERR_RUNTIME, &p->file, s->loc,
-              "with these sizes the read of %s dim %d reaches index %lld, but its size is %lld "
+              "with these sizes the %s of %s dim %d reaches index %lld, but its size is %lld "
               "(check the where clause)",
-              name, s->dim, value, bound);
+              s->write ? "write" : "read", name, s->dim, value, bound);
     break;
   case FAIL_BC_EMPTY:
     error_set(err, TC_ERR_RUNTIME, &p->file, s->loc,
@@ -991,7 +996,7 @@ tc_status tc_run(tc_program *p, int entry, DLTensor *const *inputs, int n_inputs
     arg_error(err, "unknown target %d", (int)target);
     return TC_ERR_ARGUMENT;
   }
-  Run r;
+  Run r = {0};
   tc_status st = bind_all(p, entry, inputs, n_inputs, outputs, n_outputs, &r, err);
   if (!st)
     st = target == TC_TARGET_C ? run_kernel(p, entry, &r, err)
@@ -1045,7 +1050,7 @@ tc_status tc_run_alloc(tc_program *p, int entry, DLTensor *const *inputs, int n_
     arg_error(err, "%s: the outputs array is NULL", d->name);
     return TC_ERR_ARGUMENT;
   }
-  Run r;
+  Run r = {0};
   tc_status st = bind_inputs(d, inputs, n_inputs, n_outputs, &r, err);
   DLTensor **views = calloc((size_t)d->noutputs + 1, sizeof *views);
   for (int j = 0; j < n_outputs; j++)
@@ -1134,7 +1139,7 @@ static void print_value(Buf *b, const IRExpr *e, const int64_t *sizes) {
   if (sizes && ir_eval_int(e, sizes, &v))
     buf_printf(b, "%lld", (long long)v);
   else
-    ir_print_expr(b, e);
+    ir_print_user(b, e);
 }
 
 /* The source line `line` of the program, trimmed. */
@@ -1160,9 +1165,9 @@ static void explain_stmt(Buf *b, const SrcFile *f, const Stmt *s, int n, const i
   for (int i = 0; i < s->nvars; i++) {
     const IndexVar *v = s->vars[i];
     buf_printf(b, "    %s in [", v->name);
-    ir_print_expr(b, v->lo);
+    ir_print_user(b, v->lo);
     buf_puts(b, ", ");
-    ir_print_expr(b, v->hi);
+    ir_print_user(b, v->hi);
     buf_puts(b, ")");
     if (sizes) {
       buf_puts(b, " = [");
@@ -1176,26 +1181,34 @@ static void explain_stmt(Buf *b, const SrcFile *f, const Stmt *s, int n, const i
   }
 }
 
+/* One extent of a tensor: declared (inputs) or inferred. */
+static void print_extent(Buf *b, const Tensor *t, int k, const int64_t *sizes) {
+  const Dim *dim = t->role == T_INPUT && t->dims ? &t->dims[k] : NULL;
+  if (dim && !dim->sym)
+    buf_printf(b, "%lld", (long long)dim->value);
+  else if (dim && sizes)
+    buf_printf(b, "%lld", (long long)sizes[dim->sym->id]);
+  else if (dim)
+    buf_puts(b, dim->sym->name);
+  else if (t->size && t->size[k])
+    print_value(b, t->size[k], sizes);
+  else
+    buf_puts(b, "?");
+}
+
 static void explain_tensor(Buf *b, const Tensor *t, const int64_t *sizes) {
   static const char *const roles[] = {"input", "output", "temporary"};
   buf_printf(b, "  %s %s: %s(", roles[t->role], t->name, tc_dtype_name(t->dtype));
   for (int k = 0; k < t->rank; k++) {
-    if (k)
-      buf_puts(b, ", ");
-    if (t->size && t->size[k])
-      ir_print_expr(b, t->size[k]);
-    else if (t->dims && t->dims[k].sym)
-      buf_puts(b, t->dims[k].sym->name);
-    else if (t->dims)
-      buf_printf(b, "%lld", (long long)t->dims[k].value);
+    buf_puts(b, k ? ", " : "");
+    print_extent(b, t, k, NULL);
   }
   buf_puts(b, ")");
-  if (sizes && t->size) {
+  if (sizes && t->rank) {
     buf_puts(b, " = (");
     for (int k = 0; k < t->rank; k++) {
-      if (k)
-        buf_puts(b, ", ");
-      print_value(b, t->size[k], sizes);
+      buf_puts(b, k ? ", " : "");
+      print_extent(b, t, k, sizes);
     }
     buf_puts(b, ")");
   }
@@ -1204,7 +1217,7 @@ static void explain_tensor(Buf *b, const Tensor *t, const int64_t *sizes) {
 
 static void explain_def(Buf *b, tc_program *p, const Def *d, const int64_t *sizes,
                         const IRFunc *fn) {
-  buf_printf(b, "def %s\n", d->name);
+  buf_printf(b, "def %s\ntensors:\n", d->name);
   for (int i = 0; i < d->ntensors; i++)
     explain_tensor(b, d->tensors[i], sizes);
   if (d->nsyms) {

@@ -657,7 +657,10 @@ static void declare_temps(Sema *S) {
   }
   for (int i = 0; i < d->noutputs; i++) {
     Tensor *t = d->tensors[d->ninputs + i];
-    if (t->rank < 0)
+    bool written = false;
+    for (int k = 0; k < d->nstmts && !written; k++)
+      written = !strcmp(d->stmts[k]->lhs_name, t->name);
+    if (!written)
       error_at(S->c, t->loc, "output '%s' is never defined", t->name);
   }
   int n = d->ninputs + d->noutputs;

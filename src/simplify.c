@@ -177,6 +177,13 @@ static int cmp_expr(const IRExpr *a, const IRExpr *b) {
     if ((r = cmp_i64(a->site, b->site)))
       return r;
     break;
+  case IR_BIN:
+    if ((r = cmp_i64(a->op, b->op)))
+      return r;
+    /* products by their last factor first: `i * s0 + j * s1` (strides) */
+    if (a->op == OP_MUL && ((r = cmp_expr(a->b, b->b)) || (r = cmp_expr(a->a, b->a))))
+      return r;
+    break;
   default:
     if ((r = cmp_i64(a->op, b->op)))
       return r;
@@ -750,6 +757,11 @@ static IRExpr *simp_logic(Ctx *c, IRExpr *e) {
   return e;
 }
 
+static bool is_symbolic(const IRExpr *e) {
+  return e->kind == IR_VAR &&
+         (e->var->kind == VAR_SIZE || e->var->kind == VAR_SHAPE || e->var->kind == VAR_STRIDE);
+}
+
 static IRExpr *simp_bin(Ctx *c, IRExpr *e) {
   IRExpr *a = e->a, *b = e->b;
   int64_t v;
@@ -776,9 +788,11 @@ static IRExpr *simp_bin(Ctx *c, IRExpr *e) {
   }
   if (!is_int(e->type))
     return e->kind == IR_BIN && (e->op >= OP_LT && e->op <= OP_NE) ? simp_compare(c, e) : e;
-  /* commutative operators: operands in atom order */
+  /* commutative operators: operands in atom order (a size, shape or stride
+   * factor last: `(2 * h + kh) * s2`) */
   if ((e->op == OP_MUL || e->op == OP_MIN || e->op == OP_MAX) && a->kind != IR_INT &&
-      b->kind != IR_INT && a->type == b->type && cmp_expr(a, b) > 0 && !has_fail(a) && !has_fail(b)) {
+      b->kind != IR_INT && a->type == b->type && !has_fail(a) && !has_fail(b) &&
+      (e->op == OP_MUL && is_symbolic(a) != is_symbolic(b) ? is_symbolic(a) : cmp_expr(a, b) > 0)) {
     e = ir_bin(c, e->op, b, a);
     a = e->a, b = e->b;
   }

@@ -557,6 +557,7 @@ typedef struct FailSite {
   Loc loc;
   Tensor *tensor;
   int dim;
+  bool write;     /* FAIL_RANGE: the access is the statement's left-hand side */
 } FailSite;
 
 /* One lowered entry: what the kernel receives and its body. */
@@ -612,6 +613,7 @@ IRStmt *ir_mutate_stmt_children(Ctx *c, IRStmt *s, StmtFn fs, ExprFn fe, void *s
 
 /* Text form (golden tests, dumps, explain). */
 void ir_print_expr(Buf *b, const IRExpr *e);
+void ir_print_user(Buf *b, const IRExpr *e); /* size symbols by source name */
 void ir_print_stmt(Buf *b, const IRStmt *s, int indent);
 void ir_print_func(Buf *b, const IRFunc *f);
 

@@ -174,7 +174,8 @@ static void print_usage(FILE *f) {
         "  -v, --verbose         timings and the C compiler's command on stderr\n"
         "  -h, --help            this help;  --version  the version\n"
         "\n"
-        "FILE.tc may be '-' for standard input.  Options may also be written --opt=VALUE.\n"
+        "FILE.tc may be '-' for standard input.  Options may also be written --opt=VALUE;\n"
+        "'--' ends the options.\n"
         "Exit status: 0 ok, 1 error in the program or its inputs (diagnostic on stderr),\n"
         "2 usage error.\n"
         "Environment: CC (C compiler), TENSORC_CFLAGS, TENSORC_CACHE_DIR (default\n"
@@ -271,10 +272,14 @@ static int parse_args(int argc, char **argv, Options *o) {
   o->shapes = calloc((size_t)argc, sizeof(Spec));
   if (!o->ins || !o->outs || !o->shapes)
     return user_error("out of memory");
-  int help = 0;
+  int help = 0, options_done = 0;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
-    if (a[0] != '-' || !strcmp(a, "-")) {
+    if (!options_done && !strcmp(a, "--")) {
+      options_done = 1; /* what follows is a file name, even "-x.tc" */
+      continue;
+    }
+    if (options_done || a[0] != '-' || !strcmp(a, "-")) {
       if (o->file)
         return usage_error("'%s' takes one file; '%s' is a second", o->cmd_name, a);
       o->file = a;
@@ -588,6 +593,28 @@ static float half_to_float(uint16_t h) {
   return sign ? -v : v;
 }
 
+/* The shortest "%g" text that reads back as the same value (numpy's
+ * habit), with a '.' when it would look like an integer: "0.1", "2.", "1e-08". */
+static void print_float(FILE *f, double v, tc_dtype dt) {
+  char buf[64];
+  if (isnan(v) || isinf(v)) {
+    fputs(isnan(v) ? "nan" : v < 0 ? "-inf" : "inf", f);
+    return;
+  }
+  int maxp = dt == TC_FLOAT64 ? 17 : dt == TC_FLOAT16 ? 5 : 9;
+  for (int p = 1; p <= maxp; p++) {
+    snprintf(buf, sizeof buf, "%.*g", p, v);
+    double back = strtod(buf, NULL);
+    if (dt == TC_FLOAT64 ? back == v
+        : dt == TC_BFLOAT16 ? npy_f32_to_bf16((float)back) == npy_f32_to_bf16((float)v)
+        : dt == TC_FLOAT32 ? (float)back == (float)v : p == maxp)
+      break;
+  }
+  if (!strpbrk(buf, ".e")) /* not already 1.5 or 1e+20 */
+    strcat(buf, ".");
+  fputs(buf, f);
+}
+
 static void print_element(FILE *f, tc_dtype dt, const unsigned char *p) {
   union { int8_t i8; int16_t i16; int32_t i32; int64_t i64; uint8_t u8; uint16_t u16;
           uint32_t u32; uint64_t u64; float f32; double f64; } v;
@@ -602,10 +629,10 @@ static void print_element(FILE *f, tc_dtype dt, const unsigned char *p) {
   case TC_UINT16: fprintf(f, "%u", v.u16); break;
   case TC_UINT32: fprintf(f, "%" PRIu32, v.u32); break;
   case TC_UINT64: fprintf(f, "%" PRIu64, v.u64); break;
-  case TC_FLOAT16: fprintf(f, "%.5g", (double)half_to_float(v.u16)); break;
-  case TC_BFLOAT16: fprintf(f, "%.4g", (double)npy_bf16_to_f32(v.u16)); break;
-  case TC_FLOAT32: fprintf(f, "%.8g", (double)v.f32); break;
-  case TC_FLOAT64: fprintf(f, "%.17g", v.f64); break;
+  case TC_FLOAT16: print_float(f, (double)half_to_float(v.u16), dt); break;
+  case TC_BFLOAT16: print_float(f, (double)npy_bf16_to_f32(v.u16), dt); break;
+  case TC_FLOAT32: print_float(f, (double)v.f32, dt); break;
+  case TC_FLOAT64: print_float(f, v.f64, dt); break;
   case TC_NUM_DTYPES: break;
   }
 }

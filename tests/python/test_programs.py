@@ -7,9 +7,11 @@ files, runs
 
     tensorc run FILE --entry E --in A=a.npy ... --out O=o.npy ...
 
-and compares every output with the numpy reference of refs.py: same shape,
-same dtype, and values equal (integers, bools) or close (floats: tolerance by
-dtype, or the entry's `tol` directive).  Cases marked expect=runtime-error must
+(inputs of rank 2 and more are written in Fortran order for every second
+case, so that kernels also run on non-contiguous views) and compares every
+output with the numpy reference of refs.py: same shape, same dtype, and
+values equal (integers, bools) or close (floats: tolerance by dtype, or the
+entry's `tol` directive).  Cases marked expect=runtime-error must
 make tensorc exit with status 1 and a message.
 
 The parameter list of each def is read from the source, so that the test
@@ -312,7 +314,8 @@ def test_program(fname, entry, sig, idx, case, cache_dir, tmp_path):
     cmd = [BIN, "run", str(PROGRAMS / fname), "--entry", entry["entry"]]
     for name, arr in inputs.items():
         path = tmp_path / f"in_{name}.npy"
-        np.save(path, arr)
+        # odd cases: column-major files, which the CLI loads as strided views
+        np.save(path, np.asfortranarray(arr) if idx % 2 and arr.ndim >= 2 else arr)
         cmd += ["--in", f"{name}={path}"]
     out_paths = {}
     for name in sig["outputs"]:

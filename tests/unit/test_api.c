@@ -322,9 +322,10 @@ TEST(overlap_detection) {
   CHECK_INT(tc_run(p, 0, in, 2, out, 1, TC_TARGET_C, &err), TC_ERR_ARGUMENT);
   CHECK_STR(err.message, "matmul: output C overlaps input A in memory");
 
+  static float BB[40];
   int64_t bstr[2] = {-4, 1}; /* B walked backwards from its last row */
-  DLTensor bneg = tensor(B + 12, TC_FLOAT32, 2, s, bstr);
-  DLTensor c_in_b = tensor(B + 1, TC_FLOAT32, 2, s, NULL);
+  DLTensor bneg = tensor(BB + 12, TC_FLOAT32, 2, s, bstr);
+  DLTensor c_in_b = tensor(BB + 1, TC_FLOAT32, 2, s, NULL);
   DLTensor *in2[2] = {&a, &bneg}, *out2[1] = {&c_in_b};
   CHECK_INT(tc_run(p, 0, in2, 2, out2, 1, TC_TARGET_C, &err), TC_ERR_ARGUMENT);
   CHECK_STR(err.message, "matmul: output C overlaps input B in memory");
@@ -535,6 +536,35 @@ TEST(runtime_failure_is_located) {
   idx[2] = 3;
   CHECK_INT(tc_run(p, 0, in, 2, out, 1, TC_TARGET_C, &err), TC_OK);
   CHECK(O[2] == E[18] && O[3] == E[19] && O[4] == E[6]);
+  tc_program_free(p);
+  tc_context_free(ctx);
+}
+
+static const char *shift_src =
+    "def shift(float(N) A) -> (B) {\n"
+    "    B(i) = A(i + 2) where i in 0:N\n"
+    "}\n";
+
+TEST(range_check_before_running) {
+  tc_context *ctx = new_context(2);
+  tc_error err;
+  tc_program *p = compile(ctx, shift_src, &err);
+  if (!p) {
+    CHECK(p != NULL);
+    return;
+  }
+  float A[5] = {0}, B[5];
+  int64_t n[1] = {5};
+  DLTensor a = tensor(A, TC_FLOAT32, 1, n, NULL), b = tensor(B, TC_FLOAT32, 1, n, NULL);
+  DLTensor *in[1] = {&a}, *out[1] = {&b};
+  CHECK_INT(tc_run(p, 0, in, 1, out, 1, TC_TARGET_C, &err), TC_ERR_RUNTIME);
+  CHECK_STR(err.message, "with these sizes the read of A dim 0 reaches index 6, but its size is 5 "
+                         "(check the where clause)");
+  CHECK_INT(err.line, 2);
+  CHECK_INT(err.col, 12);
+  CHECK(strstr(err.diagnostic, "test.tc:2:12: error: ") == err.diagnostic);
+  CHECK_INT(tc_run(p, 0, in, 1, out, 1, TC_TARGET_INTERP, &err), TC_ERR_RUNTIME);
+  CHECK_INT(err.line, 2);
   tc_program_free(p);
   tc_context_free(ctx);
 }

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A kernel writing sizes[0] * 2 + K into data[0][0]. */
@@ -474,6 +475,58 @@ TEST(extra_cflags_and_spaces_in_cc) {
   if (g.st == TC_OK)
     CHECK_INT(call_kernel(g.fn, 0), 6);
   cache_free(k);
+}
+
+/* a writer that died left temp files: old ones are swept, recent ones kept */
+TEST(stale_temp_files_swept) {
+  JitConfig cfg = config();
+  char *dir = fresh_dir();
+  char old[1024], recent[1024];
+  snprintf(old, sizeof old, "%s/tmp-1-AAAAAA.so", dir);
+  snprintf(recent, sizeof recent, "%s/tmp-2-BBBBBB.so", dir);
+  fclose(fopen(old, "w"));
+  fclose(fopen(recent, "w"));
+  struct timespec times[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+  CHECK(utimensat(AT_FDCWD, old, times, 0) == 0);
+  char *src = kernel_source(31);
+  Cache *k = cache_new(dir);
+  Got g = get(k, &cfg, "id", src);
+  CHECK_INT(g.st, TC_OK);
+  CHECK(access(old, F_OK) != 0);
+  CHECK(access(recent, F_OK) == 0);
+  cache_free(k);
+  free(src);
+  remove_dir(dir);
+  free(dir);
+}
+
+/* verbose prints the exact command to stderr before running it */
+TEST(verbose_prints_the_command) {
+  JitConfig cfg = config();
+  cfg.verbose = 1;
+  char log[] = "/tmp/tc-test-verbose-XXXXXX";
+  int fd = mkstemp(log);
+  int saved = dup(2);
+  fflush(stderr);
+  dup2(fd, 2);
+  Cache *k = cache_new(NULL);
+  char *src = kernel_source(77);
+  Got g = get(k, &cfg, "id", src);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  CHECK_INT(g.st, TC_OK);
+  char text[4096] = "";
+  ssize_t n = pread(fd, text, sizeof text - 1, 0);
+  text[n > 0 ? n : 0] = '\0';
+  CHECK(strstr(text, "tensorc: ") == text);
+  CHECK(strstr(text, " -std=c11 -O3 -march=native -fwrapv -fno-math-errno -ffp-contract=off "
+                     "-fPIC -shared -o ") != NULL);
+  CHECK(strstr(text, " -lm\n") != NULL);
+  close(fd);
+  unlink(log);
+  cache_free(k);
+  free(src);
 }
 
 TEST(identity) {

@@ -7,11 +7,13 @@
  * a line >= 1 inside the source, a column >= 1 and a "FILE:LINE:COL: error:"
  * diagnostic.  Mutants that compile are pushed further: shape inference,
  * explain, the pass dump, the generated C source (no C compiler involved)
- * and, when the tensors are small, a run on the reference interpreter. */
+ * and, when the tensors are small, a run on the reference interpreter.
+ * TENSORC_FUZZ_ITERS (default 30000) and TENSORC_FUZZ_SEED vary the run. */
 #include "unit.h"
 
 #include "tensorc.h"
 
+#include <dirent.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -65,7 +67,7 @@ static const char *const seeds[] = {
     "def shifted(float(N) A) -> (O) {\n"
     "    O(i) = A(i - 1)\n"
     "    O(i) *= 2.0\n"
-    "    O(i) min= -O(i)\n"
+    "    O(i) = min(O(i), -O(i))\n"
     "}\n",
 };
 #define NSEEDS ((int)(sizeof seeds / sizeof seeds[0]))
@@ -313,10 +315,12 @@ TEST(mutants_never_crash) {
   Stats st = {0};
   enum { CAP = 4096 };
   char *buf = malloc(CAP);
-  int iters = 4000;
+  int iters = 30000; /* about a second under ASan */
   const char *env = getenv("TENSORC_FUZZ_ITERS");
   if (env && atoi(env) > 0)
     iters = atoi(env);
+  if ((env = getenv("TENSORC_FUZZ_SEED")))
+    r.s ^= strtoull(env, NULL, 0);
   clock_t start = clock();
   for (int it = 0; it < iters; it++) {
     const char *seed = seeds[it % NSEEDS];
@@ -347,6 +351,66 @@ TEST(mutants_never_crash) {
          iters, st.ok, st.deep, st.runs, st.program_errors, st.other_errors,
          (double)(clock() - start) / CLOCKS_PER_SEC);
   CHECK(st.ok > 0 && st.program_errors > 0);
+  free(buf);
+  tc_context_free(ctx);
+}
+
+/* The golden malformed programs of tests/errors (when run from the
+ * repository root, as `make unit` does), mutated a little: near-misses of
+ * errors the front end already reports. */
+TEST(error_programs_mutated) {
+  DIR *dir = opendir("tests/errors");
+  if (!dir) {
+    printf("fuzz: tests/errors not found from here: skipped\n");
+    return;
+  }
+  tc_context_options o;
+  tc_context_options_init(&o);
+  o.disk_cache = 0;
+  o.num_threads = 1;
+  tc_context *ctx = NULL;
+  tc_error err;
+  CHECK_INT(tc_context_new(&o, &ctx, &err), TC_OK);
+  Rng r = {0xe4404e5ull};
+  Stats st = {0};
+  enum { CAP = 8192 };
+  char *buf = malloc(CAP);
+  int files = 0;
+  struct dirent *de;
+  while ((de = readdir(dir))) {
+    size_t nl = strlen(de->d_name);
+    if (nl < 4 || strcmp(de->d_name + nl - 3, ".tc"))
+      continue;
+    char path[512];
+    snprintf(path, sizeof path, "tests/errors/%s", de->d_name);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+      continue;
+    size_t n = fread(buf, 1, CAP / 2, f);
+    fclose(f);
+    char *orig = malloc(n + 1);
+    memcpy(orig, buf, n);
+    files++;
+    int ok_before = st.ok;
+    fuzz_one(ctx, orig, n, &st); /* the program itself: an error */
+    CHECK(st.ok == ok_before);
+    for (int it = 0; it < 400; it++) {
+      size_t len = n;
+      memcpy(buf, orig, n);
+      int nmut = 1 + (int)below(&r, 3);
+      for (int k = 0; k < nmut; k++)
+        mutate(&r, buf, &len, CAP);
+      char *src = malloc(len ? len : 1);
+      memcpy(src, buf, len);
+      fuzz_one(ctx, src, len, &st);
+      free(src);
+    }
+    free(orig);
+  }
+  closedir(dir);
+  printf("fuzz: %d error programs mutated: %d ok, %d program errors, %d other\n", files, st.ok,
+         st.program_errors, st.other_errors);
+  CHECK(files >= 30);
   free(buf);
   tc_context_free(ctx);
 }

@@ -348,7 +348,22 @@ TEST(constants_and_divided_sizes) {
     return;
   }
   CHECK_STR(range_of(d, 0, "k"), "[0, 3)");
-  CHECK_STR(range_of(d, 0, "i"), "[0, (z_N - z_N / 2 - 2) / 2)");
+  /* i = ceil(-(N/2) / 2) is the first i reading A in bounds (negative for N >= 4) */
+  CHECK_STR(range_of(d, 0, "i"), "[(1 - z_N / 2) / 2, (z_N - z_N / 2 + 1) / 2 - 1)");
+  /* ... so the write to O is checked before the statement runs */
+  Constraint *w = cons(d, 0, "O", 0, 0);
+  CHECK(w && w->write && w->affine && !w->consumed && w->coef[0] == 1);
+  CHECK(w && !strcmp(irs(w->size), "(z_N - z_N / 2 + 1) / 2 - 1"));
+  CHECK(tensor(d, "O")->zero_fill);
+  arena_free(&t.arena);
+  d = infer_src(&t, "def down(float(N) A) -> (O) {\n"
+                    "  O(i) = A(2*i)\n"
+                    "}\n", "down");
+  CHECK(d != NULL);
+  if (d) {
+    CHECK_STR(range_of(d, 0, "i"), "[0, (z_N + 1) / 2)");
+    CHECK(!tensor(d, "O")->zero_fill);
+  }
   arena_free(&t.arena);
 }
 

@@ -170,6 +170,20 @@ TEST(lex_errors) {
   ERR("'s'", 1, 1, "unexpected character '''");
 }
 
+TEST(lex_long_tokens) {
+  static char src[6000];
+  memset(src, 'a', 5000);
+  check_error(src, 5000, 1, 1, "token too long (more than 4096 characters)");
+  memset(src, '7', 5000);
+  check_error(src, 5000, 1, 1, "integer literal too large (literals are int32: at most 2147483647)");
+  memset(src, 'b', 4096);
+  Lexed L;
+  lex_n(&L, src, 4096);
+  CHECK_INT(L.status, TC_OK);
+  CHECK_INT(L.toks[0].len, 4096);
+  arena_free(&L.arena);
+}
+
 TEST(lex_not_nul_terminated) {
   /* the source is (text, len): bytes past len are never read */
   char buf[8] = {'a', 'b', '1', '2', 'X', 'X', 'X', 'X'};

@@ -329,7 +329,11 @@ static uint64_t rng_next(uint64_t *s) {
 }
 
 static IRExpr *rand_expr(Ctx *c, T *t, tc_dtype ty, uint64_t *s, int depth) {
-  int r = (int)(rng_next(s) % (depth > 0 ? 12 : 3));
+  int r = (int)(rng_next(s) % (depth > 0 ? 13 : 3));
+  if (r == 12) { /* through a narrower type and back */
+    tc_dtype via = ty == TC_INT8 ? TC_INT64 : dtype_info[ty].is_signed ? TC_INT8 : TC_UINT8;
+    return ir_cast(c, ty, ir_cast(c, via, rand_expr(c, t, ty, s, depth - 1)));
+  }
   if (r == 0)
     return ir_int(c, ty, (int64_t)(rng_next(s) % 11) - 5);
   if (r <= 2) {

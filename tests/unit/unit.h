@@ -16,13 +16,13 @@ static int unit_failures_in_test;
 static UnitTest unit_tests[512];
 static int unit_ntests;
 
-#define TEST(name)                                                            \
-  static void name(void);                                                     \
-  __attribute__((constructor)) static void reg_##name(void) {                 \
-    unit_tests[unit_ntests].name = #name;                                     \
-    unit_tests[unit_ntests++].fn = name;                                      \
+#define TEST(tname)                                                           \
+  static void tname(void);                                                    \
+  __attribute__((constructor)) static void reg_##tname(void) {                \
+    unit_tests[unit_ntests].name = #tname;                                    \
+    unit_tests[unit_ntests++].fn = tname;                                     \
   }                                                                           \
-  static void name(void)
+  static void tname(void)
 
 #define CHECK(cond)                                                           \
   do {                                                                        \
