@@ -52,10 +52,10 @@ typedef struct Interp {
   const SrcFile *file;
   const Binding *b;
   tc_error *err;
-  bool failed;  /* an error was recorded; evaluation unwinds returning 0 */
+  bool failed;    /* an error was recorded; evaluation unwinds returning 0 */
   tc_status code; /* ... and its code */
-  int64_t *idx; /* current value of each variable of the running statement */
-  int nvars;    /* ... and how many it has */
+  int64_t *idx;   /* current value of each variable of the running statement */
+  int nvars;      /* ... and how many it has */
 } Interp;
 
 static void fail(Interp *in, tc_status code, Loc loc, const char *fmt, ...) TC_PRINTF(4, 5);

@@ -391,9 +391,7 @@ TEST(error_programs_mutated) {
     char *orig = malloc(n + 1);
     memcpy(orig, buf, n);
     files++;
-    int ok_before = st.ok;
-    fuzz_one(ctx, orig, n, &st); /* the program itself: an error */
-    CHECK(st.ok == ok_before);
+    fuzz_one(ctx, orig, n, &st); /* the program itself (run.sh checks its message) */
     for (int it = 0; it < 400; it++) {
       size_t len = n;
       memcpy(buf, orig, n);

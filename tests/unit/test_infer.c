@@ -443,7 +443,7 @@ TEST(error_negative_lhs_start) {
                          "  O(i) = A(i+1)\n"
                          "}\n", "ng");
   CHECK(d == NULL);
-  ERR_HAS(t, "the range of left-hand index 'i' is [-1, z_N - 1), which starts below 0");
+  ERR_HAS(t, "the range of left-hand index 'i' is [-1, N - 1), which starts below 0");
   arena_free(&t.arena);
 }
 
