@@ -124,7 +124,7 @@ static Buffer *k_buf(K *k, const char *name, tc_dtype t, int rank, TensorRole ro
 }
 
 static int k_site(K *k, FailKind kind, Buffer *b, int dim) {
-  FailSite fs = {kind, {1, 1}, b->tensor, dim};
+  FailSite fs = {kind, {1, 1}, b->tensor, dim, false};
   vec_push(k->c.arena, &k->f->sites, fs);
   return k->f->sites.len - 1;
 }
