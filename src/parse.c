@@ -35,6 +35,7 @@
 
 typedef struct Parser {
   Ctx *c;
+  Token *first;    /* the first token */
   Token *tok;      /* the current token */
   int depth;       /* expression nesting */
   const char *def; /* name of the def being parsed, for messages */
@@ -67,7 +68,20 @@ TC_PRINTF(3, 4) TC_NORETURN static void error_tok(Parser *p, const Token *t, con
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  error_at(p->c, t->loc, "%s%s", t->kind == TK_EOF ? "unexpected end of input: " : "", msg);
+  Loc loc = t->loc;
+  if (t->kind == TK_EOF) {
+    /* "..., got end of input" would say it twice */
+    char *got = strstr(msg, ", got end of input");
+    if (got && !got[strlen(", got end of input")])
+      *got = '\0';
+  } else if (t > p->first && t[-1].loc.line < t->loc.line && !is_punct(&t[-1], "}") &&
+             (is_punct(t, "}") || is_punct(t, ")") || is_punct(t, "]"))) {
+    /* something missing at the end of a line, found a closer on the next:
+       point just after what came before (`B(i) =` then `}`), as C compilers do */
+    loc = t[-1].loc;
+    loc.col += t[-1].len;
+  }
+  error_at(p->c, loc, "%s%s", t->kind == TK_EOF ? "unexpected end of input: " : "", msg);
 }
 
 static char *tok_str(Parser *p, const Token *t) {
@@ -583,7 +597,7 @@ static Def *def(Parser *p) {
 
 /* program := { def } */
 Program *parse_program(Ctx *c, Token *toks) {
-  Parser p = {c, toks, 0, NULL};
+  Parser p = {c, toks, toks, 0, NULL};
   Program *prog = arena_alloc(c->arena, sizeof *prog);
   VEC(Def *) defs = {NULL, 0, 0};
   while (p.tok->kind != TK_EOF) {

@@ -356,15 +356,15 @@ TEST(parse_errors) {
               "expected '->' after the parameter list of 'matmul'");
   check_error("def matmul(float(M,K) A) -> (C) {\n  C(m) = A(m, 0)\n", 2, 17,
               "unexpected end of input: missing '}' to close 'def matmul'");
-  check_error("def f() -> (O) {\n  O(i) = g(i, 2\n}", 3, 1, "expected ')' after arguments");
+  check_error("def f() -> (O) {\n  O(i) = g(i, 2\n}", 2, 16, "expected ')' after arguments");
   check_error("def f() -> (O) {\n  O(i) = g(i 2)\n}", 2, 14, "expected ')' after arguments");
-  check_error("def f() -> (O) {\n  O(i) = (i + 2\n}", 3, 1, "expected ')' to match the '(' at 2:10");
-  check_error("def f() -> (O) {\n  O(i) = i +\n}", 3, 1, "expected an expression, got '}'");
+  check_error("def f() -> (O) {\n  O(i) = (i + 2\n}", 2, 16, "expected ')' to match the '(' at 2:10");
+  check_error("def f() -> (O) {\n  O(i) = i +\n}", 2, 13, "expected an expression, got '}'");
   check_error("def f() -> (O) {\n  O(i) = i ? 1 2\n}", 2, 16,
               "expected ':' in the conditional expression ('?' at 2:12)");
   check_error("def f() -> (O) {\n  O(i) = )\n}", 2, 10, "expected an expression, got ')'");
   check_error("def f() -> (O) {\n  O(i) = ", 2, 9,
-              "unexpected end of input: expected an expression, got end of input");
+              "unexpected end of input: expected an expression");
   check_error("def f() -> (O) {\n  O(i) -= 1\n}", 2, 8,
               "expected '=' or a reduction operator (+=, *=, min=, max=, +=!, ...) after the "
               "left-hand side 'O', got '-'");
@@ -379,7 +379,7 @@ TEST(parse_errors) {
               "names), got ')'");
   check_error("def f() -> (O) {\n  (i) = 1\n}", 2, 3,
               "expected a statement or '}' in the body of 'f', got '('");
-  check_error("def f() -> (O) {\n  O(i) = 1 where\n}", 3, 1,
+  check_error("def f() -> (O) {\n  O(i) = 1 where\n}", 2, 17,
               "expected a where clause (i in lo:hi, x = expr or exists expr), got '}'");
   check_error("def f() -> (O) {\n  O(i) = 1 where i in 0 N\n}", 2, 25,
               "expected ':' between the bounds of 'i' (write i in lo:hi)");
