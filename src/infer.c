@@ -507,6 +507,30 @@ static void solve(Infer *I) {
       unsolved_error(I, s->vars[v], v, round);
 }
 
+/* ": no value keeps every access in bounds: A(i), A((i + 3))" — the accesses
+ * that determined the range of var v, for the empty-range message. */
+static const char *culprits(Infer *I, int v) {
+  Buf b = {0};
+  int n = 0;
+  for (int k = 0; k < I->cons.len && n < 4; k++) {
+    const Constraint *cn = &I->cons.data[k];
+    const Expr *a = I->access.data[k];
+    if (!cn->consumed || !cn->coef || !cn->coef[v] || !a)
+      continue;
+    bool seen = false;
+    for (int j = 0; j < k && !seen; j++)
+      seen = I->access.data[j] == a && I->cons.data[j].consumed && I->cons.data[j].coef &&
+             I->cons.data[j].coef[v];
+    if (seen)
+      continue;
+    buf_puts(&b, n++ ? ", " : ": no value keeps every access in bounds: ");
+    ast_print_expr(&b, a);
+  }
+  const char *r = arena_strdup(I->c->arena, b.s ? b.s : "");
+  buf_free(&b);
+  return r;
+}
+
 /* Empty ranges, and left-hand ranges starting below the tensor. */
 static void check_ranges(Infer *I) {
   Ctx *c = I->c;
@@ -517,8 +541,8 @@ static void check_ranges(Infer *I) {
     Loc loc = w ? w->loc : x->loc;
     int64_t len;
     if (ir_is_const(simplify_expr(c, ir_sub(c, x->hi, x->lo)), &len) && len <= 0)
-      error_at(c, loc, "the range of '%s' is empty: [%s, %s)", x->name, ir_text(c, x->lo),
-               ir_text(c, x->hi));
+      error_at(c, loc, "the range of '%s' is empty: [%s, %s)%s", x->name, ir_text(c, x->lo),
+               ir_text(c, x->hi), w ? "" : culprits(I, v));
     if (v < s->nidx && s->first_def && !s->lhs->typed &&
         simplify_prove_le(c, x->lo, ir_i64(c, -1)))
       error_at(c, loc,
