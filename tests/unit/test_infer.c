@@ -433,7 +433,7 @@ TEST(error_empty_range) {
                     "  O(i) +=! A(i + k) * K(k)\n"
                     "}\n", "em");
   CHECK(d == NULL);
-  CHECK_STR(t.err.message, "the range of 'i' is empty: [0, -4)");
+  CHECK_STR(t.err.message, "the range of 'i' is empty: [0, -4): no value keeps every access in bounds: A((i + k))");
   arena_free(&t.arena);
 }
 
