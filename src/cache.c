@@ -145,19 +145,6 @@ static uint64_t checksum(const void *data, size_t len) {
 
 /* ---- small file helpers ---- */
 
-static bool write_all(int fd, const void *data, size_t n) {
-  const char *s = data;
-  while (n) {
-    ssize_t w = write(fd, s, n);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w <= 0)
-      return false;
-    s += w;
-    n -= (size_t)w;
-  }
-  return true;
-}
 
 /* Reads the whole file; NULL when it cannot (or is absurdly large). */
 static unsigned char *read_file(int fd, size_t *len) {
@@ -349,7 +336,7 @@ static void *load_private(Cache *k, Key key, const unsigned char *p, size_t n,
     return NULL;
   }
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
-  if (fd < 0 || !write_all(fd, p, n)) {
+  if (fd < 0 || !util_write_all(fd, p, n)) {
     error_set(err, TC_ERR_IO, NULL, (Loc){0, 0}, "cannot write %s: %s", path, strerror(errno));
     if (fd >= 0) {
       close(fd);
@@ -437,7 +424,7 @@ static void disk_store(Cache *k, Key key, const char *path, const unsigned char 
   store64(t + 8, checksum(p, n));
   store64(t + 16, key.h[0]);
   store64(t + 24, key.h[1]);
-  bool ok = write_all(fd, p, n) && write_all(fd, t, TRAILER) && !fsync(fd);
+  bool ok = util_write_all(fd, p, n) && util_write_all(fd, t, TRAILER) && !fsync(fd);
   ok = !close(fd) && ok;
   if (!ok || rename(tmp, path))
     unlink(tmp);

@@ -226,18 +226,18 @@ IRStmt *ir_check(Ctx *c, IRExpr *cond, IRExpr *fail) {
 
 /* ---- int64 helpers (symbolic index arithmetic) ---- */
 
-static bool has_fail(const IRExpr *e) {
+bool ir_has_fail(const IRExpr *e) {
   if (!e)
     return false;
   if (e->kind == IR_FAIL)
     return true;
   for (int i = 0; i < e->nidx; i++)
-    if (has_fail(e->idx[i]))
+    if (ir_has_fail(e->idx[i]))
       return true;
   for (int i = 0; i < e->nargs; i++)
-    if (has_fail(e->args[i]))
+    if (ir_has_fail(e->args[i]))
       return true;
-  return has_fail(e->a) || has_fail(e->b) || has_fail(e->c);
+  return ir_has_fail(e->a) || ir_has_fail(e->b) || ir_has_fail(e->c);
 }
 
 static IRExpr *as_i64(Ctx *c, IRExpr *e) { return ir_cast(c, TC_INT64, e); }
@@ -266,7 +266,7 @@ IRExpr *ir_sub(Ctx *c, IRExpr *a, IRExpr *b) {
     return ir_i64(c, (int64_t)((uint64_t)x - (uint64_t)y));
   if (is_const_val(b, 0))
     return a;
-  if (ir_equal(a, b) && !has_fail(a))
+  if (ir_equal(a, b) && !ir_has_fail(a))
     return ir_i64(c, 0);
   return ir_bin(c, OP_SUB, a, b);
 }
@@ -280,7 +280,7 @@ IRExpr *ir_mul(Ctx *c, IRExpr *a, IRExpr *b) {
     return b;
   if (is_const_val(b, 1))
     return a;
-  if ((is_const_val(a, 0) && !has_fail(b)) || (is_const_val(b, 0) && !has_fail(a)))
+  if ((is_const_val(a, 0) && !ir_has_fail(b)) || (is_const_val(b, 0) && !ir_has_fail(a)))
     return ir_i64(c, 0);
   return ir_bin(c, OP_MUL, a, b);
 }

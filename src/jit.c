@@ -134,19 +134,6 @@ static void print_command(Buf *b, char *const *argv) {
   }
 }
 
-/* Writes all of `s` to `fd`. */
-static bool write_all(int fd, const char *s, size_t n) {
-  while (n) {
-    ssize_t w = write(fd, s, n);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w <= 0)
-      return false;
-    s += w;
-    n -= (size_t)w;
-  }
-  return true;
-}
 
 /* Runs argv[0] (already resolved to `prog`) with stdout and stderr into a
  * pipe; collects the output into `out`.  Returns the wait status, or -1 with
@@ -276,7 +263,7 @@ tc_status jit_build(const JitConfig *cfg, const char *source, size_t len,
     free(src);
     return TC_ERR_IO;
   }
-  bool ok = write_all(fd, source, len);
+  bool ok = util_write_all(fd, source, len);
   int saved = errno;
   close(fd);
   tc_status st;

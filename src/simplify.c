@@ -71,20 +71,6 @@ static int64_t addw(tc_dtype t, int64_t a, int64_t b) {
   return wrap_signed(t, (int64_t)((uint64_t)a + (uint64_t)b));
 }
 
-static bool has_fail(const IRExpr *e) {
-  if (!e)
-    return false;
-  if (e->kind == IR_FAIL)
-    return true;
-  for (int i = 0; i < e->nidx; i++)
-    if (has_fail(e->idx[i]))
-      return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (has_fail(e->args[i]))
-      return true;
-  return has_fail(e->a) || has_fail(e->b) || has_fail(e->c);
-}
-
 static bool const_int(const IRExpr *e, int64_t *v) { return ir_is_const(e, v); }
 
 static bool is_zero(const IRExpr *e) { return e->kind == IR_INT && e->ival == 0; }
@@ -229,7 +215,7 @@ static void lin_add_atom(Ctx *c, Lin *l, IRExpr *atom, int64_t coef) {
 /* Adds scale * e to l. */
 static void lin_collect(Ctx *c, Lin *l, IRExpr *e, int64_t scale) {
   int64_t v;
-  if (scale == 0 && !has_fail(e))
+  if (scale == 0 && !ir_has_fail(e))
     return;
   if (e->kind == IR_INT && is_int(e->type) && (e->type != TC_UINT64 || e->ival >= 0)) {
     /* any integer constant: its value, converted to the form's type */
@@ -279,7 +265,7 @@ static int cmp_term(const void *x, const void *y) {
 static void lin_normalize(Lin *l) {
   int n = 0;
   for (int i = 0; i < l->n; i++)
-    if (l->t[i].coef != 0 || has_fail(l->t[i].atom))
+    if (l->t[i].coef != 0 || ir_has_fail(l->t[i].atom))
       l->t[n++] = l->t[i];
   l->n = n;
   if (n > 1)
@@ -624,7 +610,7 @@ static IRExpr *as(Ctx *c, tc_dtype t, IRExpr *x) { return ir_cast(c, t, x); }
 /* Rebuilds an integer + - * tree in canonical form.  Trees holding a
  * failure are left in their order (which failure is reported first). */
 static IRExpr *fold_linear(Ctx *c, IRExpr *e) {
-  if (has_fail(e))
+  if (ir_has_fail(e))
     return e;
   Lin l = lin_of(c, e, e->type);
   IRExpr *r = lin_build(c, &l);
@@ -636,7 +622,7 @@ static IRExpr *fold_divmod_linear(Ctx *c, IRExpr *e, int64_t d) {
   Lin l = lin_of(c, e->a, TC_INT64);
   Lin q = {.type = TC_INT64}, r = {.type = TC_INT64};
   for (int i = 0; i < l.n; i++) {
-    if (l.t[i].coef % d == 0 && !has_fail(l.t[i].atom))
+    if (l.t[i].coef % d == 0 && !ir_has_fail(l.t[i].atom))
       lin_add_atom(c, &q, l.t[i].atom, l.t[i].coef / d);
     else
       lin_add_atom(c, &r, l.t[i].atom, l.t[i].coef);
@@ -660,11 +646,11 @@ static IRExpr *simp_int_div(Ctx *c, IRExpr *e) {
   int64_t k;
   IRExpr *a = e->a;
   if (!const_int(e->b, &k))
-    return e->a->kind == IR_INT && e->a->ival == 0 && !has_fail(e->b) ? as(c, e->type, e->a) : e;
+    return e->a->kind == IR_INT && e->a->ival == 0 && !ir_has_fail(e->b) ? as(c, e->type, e->a) : e;
   if (k == 0)
-    return has_fail(a) ? e : ir_int(c, e->type, 0);
+    return ir_has_fail(a) ? e : ir_int(c, e->type, 0);
   if (k == 1)
-    return e->op == OP_DIV ? as(c, e->type, a) : (has_fail(a) ? e : ir_int(c, e->type, 0));
+    return e->op == OP_DIV ? as(c, e->type, a) : (ir_has_fail(a) ? e : ir_int(c, e->type, 0));
   if (e->type != TC_INT64 || k < 0 || a->type != TC_INT64)
     return e;
   /* (x / a) / b == x / (a * b) for positive a, b */
@@ -683,9 +669,9 @@ static IRExpr *simp_minmax(Ctx *c, IRExpr *e) {
   if (e->type != TC_INT64 || a->type != TC_INT64 || b->type != TC_INT64)
     return e;
   bool min = e->op == OP_MIN;
-  if (!has_fail(b) && prove_le_k(c, min ? a : b, min ? b : a, 0))
+  if (!ir_has_fail(b) && prove_le_k(c, min ? a : b, min ? b : a, 0))
     return a;
-  if (!has_fail(a) && prove_le_k(c, min ? b : a, min ? a : b, 0))
+  if (!ir_has_fail(a) && prove_le_k(c, min ? b : a, min ? a : b, 0))
     return b;
   return e;
 }
@@ -693,7 +679,7 @@ static IRExpr *simp_minmax(Ctx *c, IRExpr *e) {
 /* Comparisons of int64 operands decided by proof. */
 static IRExpr *simp_compare(Ctx *c, IRExpr *e) {
   IRExpr *a = e->a, *b = e->b;
-  if (has_fail(e))
+  if (ir_has_fail(e))
     return e;
   if (ir_equal(a, b) && is_intlike(a->type))
     return ir_int(c, TC_BOOL, e->op == OP_LE || e->op == OP_GE || e->op == OP_EQ);
@@ -742,7 +728,7 @@ static IRExpr *simp_logic(Ctx *c, IRExpr *e) {
       return a;
     if (is_true(b))
       return as(c, TC_BOOL, a);
-    if (is_false(b) && !has_fail(a))
+    if (is_false(b) && !ir_has_fail(a))
       return b;
   } else {
     if (is_false(a))
@@ -751,7 +737,7 @@ static IRExpr *simp_logic(Ctx *c, IRExpr *e) {
       return a;
     if (is_false(b))
       return as(c, TC_BOOL, a);
-    if (is_true(b) && !has_fail(a))
+    if (is_true(b) && !ir_has_fail(a))
       return b;
   }
   return e;
@@ -791,7 +777,7 @@ static IRExpr *simp_bin(Ctx *c, IRExpr *e) {
   /* commutative operators: operands in atom order (a size, shape or stride
    * factor last: `(2 * h + kh) * s2`) */
   if ((e->op == OP_MUL || e->op == OP_MIN || e->op == OP_MAX) && a->kind != IR_INT &&
-      b->kind != IR_INT && a->type == b->type && !has_fail(a) && !has_fail(b) &&
+      b->kind != IR_INT && a->type == b->type && !ir_has_fail(a) && !ir_has_fail(b) &&
       (e->op == OP_MUL && is_symbolic(a) != is_symbolic(b) ? is_symbolic(a) : cmp_expr(a, b) > 0)) {
     e = ir_bin(c, e->op, b, a);
     a = e->a, b = e->b;
@@ -800,7 +786,7 @@ static IRExpr *simp_bin(Ctx *c, IRExpr *e) {
   case OP_ADD:
   case OP_SUB:
   case OP_MUL:
-    if (e->op == OP_MUL && ((is_zero(a) && !has_fail(b)) || (is_zero(b) && !has_fail(a))))
+    if (e->op == OP_MUL && ((is_zero(a) && !ir_has_fail(b)) || (is_zero(b) && !ir_has_fail(a))))
       return ir_int(c, e->type, 0);
     if (e->op == OP_MUL && is_one(a))
       return as(c, e->type, b);
@@ -843,7 +829,7 @@ static IRExpr *simp_select(Ctx *c, IRExpr *e) {
     return as(c, e->type, e->b);
   if (is_false(e->a))
     return as(c, e->type, e->c);
-  if (ir_equal(e->b, e->c) && !has_fail(e->a))
+  if (ir_equal(e->b, e->c) && !ir_has_fail(e->a))
     return as(c, e->type, e->b);
   return e;
 }
@@ -918,14 +904,14 @@ static IRStmt *simp_block(Ctx *c, IRStmt *s) {
 static IRStmt *simp_for(Ctx *c, IRStmt *s) {
   IRExpr *lo = simplify_expr(c, s->lo), *extent = simplify_expr(c, s->extent);
   int64_t k;
-  if (const_int(extent, &k) && k <= 0 && !has_fail(lo))
+  if (const_int(extent, &k) && k <= 0 && !ir_has_fail(lo))
     return empty(c);
   if (const_int(extent, &k) && k == 1) {
     Subst sub = {s->var, lo};
     return simp_stmt(c, NULL, subst_stmt(c, &sub, s->body));
   }
   IRStmt *body = simp_stmt(c, NULL, s->body);
-  if (is_empty(body) && !has_fail(lo) && !has_fail(extent))
+  if (is_empty(body) && !ir_has_fail(lo) && !ir_has_fail(extent))
     return empty(c);
   if (lo == s->lo && extent == s->extent && body == s->body)
     return s;
@@ -947,7 +933,7 @@ static IRStmt *simp_stmt(Ctx *c, void *st, IRStmt *s) {
       return n->then ? n->then : empty(c);
     if (is_false(n->cond))
       return n->els ? n->els : empty(c);
-    if (is_empty(n->then) && is_empty(n->els) && !has_fail(n->cond))
+    if (is_empty(n->then) && is_empty(n->els) && !ir_has_fail(n->cond))
       return empty(c);
     return n;
   }

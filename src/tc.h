@@ -89,6 +89,8 @@ char *buf_detach(Buf *b);       /* returns s (never NULL unless oom), resets b *
 void buf_free(Buf *b);
 
 uint64_t hash_bytes(const void *p, size_t n, uint64_t seed); /* FNV-1a 64 */
+/* Writes all n bytes to fd, retrying on EINTR and short writes. */
+bool util_write_all(int fd, const void *data, size_t n);
 
 /* Source positions.  line/col are 1-based; line 0 means "no position". */
 typedef struct Loc {
@@ -603,6 +605,7 @@ IRExpr *ir_min(Ctx *c, IRExpr *a, IRExpr *b);
 IRExpr *ir_max(Ctx *c, IRExpr *a, IRExpr *b);
 bool ir_is_const(const IRExpr *e, int64_t *v);
 bool ir_equal(const IRExpr *a, const IRExpr *b); /* structural */
+bool ir_has_fail(const IRExpr *e); /* contains an IR_FAIL */
 
 /* Mutators (Halide's IRMutator): `f` is called on each child; the helpers
  * return the same node when no child changed. */

@@ -5,8 +5,10 @@
  */
 #include "tc.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- arenas ---- */
 
@@ -166,6 +168,20 @@ uint64_t hash_bytes(const void *p, size_t n, uint64_t seed) {
     h *= 1099511628211ull;
   }
   return h;
+}
+
+bool util_write_all(int fd, const void *data, size_t n) {
+  const char *s = data;
+  while (n) {
+    ssize_t w = write(fd, s, n);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return false;
+    s += w;
+    n -= (size_t)w;
+  }
+  return true;
 }
 
 /* ---- errors ---- */
