@@ -17,7 +17,8 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_TOOLS := $(BUILD)/tests/run_programs
 
-.PHONY: all check check-core check-asan unit programs errors pytest fuzz demo clean bench
+.PHONY: all check check-core check-asan unit programs errors pytest fuzz demo clean bench \
+        python pytest-torch gpu-check
 
 all: $(BUILD)/tensorc $(BUILD)/libtensorc.a $(BUILD)/libtensorc.so
 
@@ -52,8 +53,17 @@ programs: $(BUILD)/tests/run_programs
 errors: $(BUILD)/tensorc
 	sh tests/errors/run.sh $(BUILD)/tensorc
 
-pytest: $(BUILD)/tensorc
-	TENSORC_BIN=$(BUILD)/tensorc $(PYTHON) -m pytest -q tests/python
+# the Python package: python/tensorc/_C*.so built in place (`pip install .`
+# installs it); its tests are tests/python/test_torch_*.py
+python:
+	$(PYTHON) setup.py -q build_ext --inplace --build-temp $(BUILD)/python \
+	  --parallel $(shell nproc 2>/dev/null || echo 2)
+
+pytest: $(BUILD)/tensorc python
+	TENSORC_BIN=$(BUILD)/tensorc PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q tests/python
+
+pytest-torch: python
+	PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q tests/python/test_torch_*.py
 
 # the C tests, against one build
 check-core: all unit programs errors
@@ -68,8 +78,17 @@ check: check-core pytest check-asan
 demo: all
 	sh examples/demo.sh $(BUILD)/tensorc
 
+# CPU benchmark against torch eager, torch.compile and Halide (bench/run.py;
+# BENCH_ARGS=--quick for a shorter run); not part of `make check`
 bench: all
-	@echo "benchmarks: see bench/ (issue 5)"
+	@$(PYTHON) -c "import numpy, torch, halide, matplotlib" 2>/dev/null || \
+	  $(PYTHON) -m pip install -r bench/requirements.txt
+	$(PYTHON) -m bench --tensorc $(BUILD)/tensorc $(BENCH_ARGS)
+
+# On a machine with an NVIDIA GPU: the CUDA tests, the PyTorch CUDA tests and
+# the GPU benchmark (tests/gpu/run.sh; results in $(OUT), default /tmp/tensorc-gpu)
+gpu-check:
+	OUT=$${OUT:-/tmp/tensorc-gpu} BUILD=$(BUILD) bash tests/gpu/run.sh
 
 clean:
 	rm -rf build build-asan

@@ -147,6 +147,30 @@ typedef struct tc_program tc_program;
  * program keeps a pointer to `ctx`, which must outlive it. */
 tc_status tc_compile(tc_context *ctx, const char *filename, const char *source,
                      size_t len, tc_program **out, tc_error *err);
+
+/* A compile-time constant: the value of a rank-0 (scalar) parameter, fixed
+ * when the source is compiled.  In every def that declares a scalar
+ * parameter called `name`, that parameter is removed from the entry's inputs
+ * and each use becomes a literal of the parameter's dtype (so `stride*h + kh`
+ * is an affine subscript and range inference sees the value).  `is_float`
+ * says whether the value is `f` (1) or `i` (0); an integer value given to a
+ * float parameter is converted, a float value given to an integer or bool
+ * parameter is an error, as is a value outside the parameter's type. */
+typedef struct tc_constant {
+  const char *name;
+  int is_float;
+  int64_t i;
+  double f;
+} tc_constant;
+
+/* tc_compile with constants (`consts` may be NULL when n_consts is 0).  A
+ * name that no def declares as a parameter, one given twice, or a parameter
+ * of that name that is not a scalar, is TC_ERR_ARGUMENT naming it.  The
+ * constants are substituted into the program, so the generated code (and
+ * so the kernel cache key) differs per value. */
+tc_status tc_compile_ex(tc_context *ctx, const char *filename, const char *source,
+                        size_t len, const tc_constant *consts, int n_consts,
+                        tc_program **out, tc_error *err);
 void tc_program_free(tc_program *p);
 
 int tc_program_num_entries(const tc_program *p);
@@ -180,8 +204,58 @@ tc_status tc_infer_shapes(const tc_program *p, int entry, const tc_shape *inputs
                           int n_inputs, tc_shape *outputs, int n_outputs,
                           tc_error *err);
 
+/* ---- output sizes as expressions ----
+ * The extent of an output dimension as an integer expression over the input
+ * dimensions (what range inference found), for callers that compute shapes
+ * symbolically (PyTorch's fake tensors under dynamic shapes).  It is a
+ * postfix program: running the ops in order on a stack of int64 values
+ * leaves the extent.  Comparisons, && and || push 0 or 1. */
+#define TC_SIZE_OP_LIST(X)                                                    \
+  X(TC_SIZE_CONST, "const") /* push `value` */                                \
+  X(TC_SIZE_DIM, "dim")     /* push the size of input `input` dim `dim` */    \
+  X(TC_SIZE_ADD, "+") X(TC_SIZE_SUB, "-") X(TC_SIZE_MUL, "*")                 \
+  X(TC_SIZE_DIV, "/")       /* floor division; 0 when the divisor is 0 */     \
+  X(TC_SIZE_MOD, "%")       /* a - b * (a / b); 0 when the divisor is 0 */    \
+  X(TC_SIZE_MIN, "min") X(TC_SIZE_MAX, "max")                                 \
+  X(TC_SIZE_LT, "<") X(TC_SIZE_LE, "<=") X(TC_SIZE_GT, ">")                   \
+  X(TC_SIZE_GE, ">=") X(TC_SIZE_EQ, "==") X(TC_SIZE_NE, "!=")                 \
+  X(TC_SIZE_AND, "&&") X(TC_SIZE_OR, "||")                                    \
+  X(TC_SIZE_NEG, "neg") X(TC_SIZE_NOT, "!")                                   \
+  X(TC_SIZE_SELECT, "?:")   /* pops a, b, c (c on top); pushes a ? b : c */
+
+typedef enum {
+#define X(name, text) name,
+  TC_SIZE_OP_LIST(X)
+#undef X
+} tc_size_opcode;
+
+typedef struct tc_size_op {
+  tc_size_opcode op;
+  int input, dim;  /* TC_SIZE_DIM */
+  int64_t value;   /* TC_SIZE_CONST */
+} tc_size_op;
+
+/* The extent of dim `dim` of output `output` of `entry`.  Writes the first
+ * `cap` ops of the program to `ops` (which may be NULL when cap is 0) and
+ * sets *n to its full length: call again with a larger array when *n > cap.
+ * TC_ERR_UNSUPPORTED when the extent has no such form (never for extents
+ * computed only from sizes; it assumes they fit in int32 where the program
+ * computes in int32). */
+tc_status tc_output_size(const tc_program *p, int entry, int output, int dim,
+                         tc_size_op *ops, int cap, int *n, tc_error *err);
+
 /* ---- running ---- */
-typedef enum { TC_TARGET_C = 0, TC_TARGET_INTERP = 1 } tc_target;
+/* TC_TARGET_C: the compiled kernel for the tensors' device: the C kernel
+ *   for CPU tensors, the CUDA kernel for CUDA tensors (kDLCUDA).
+ * TC_TARGET_INTERP: the reference interpreter (CPU tensors only).
+ * TC_TARGET_CUDA: the CUDA kernel; CUDA tensors run in place, CPU tensors
+ *   are copied to the GPU and back around the run (for the CLI and tests).
+ * CUDA needs an NVIDIA driver (libcuda.so.1) and NVRTC (libnvrtc, found on
+ * the library path, in Python's nvidia-cuda-nvrtc wheel, under
+ * /usr/local/cuda, or named by $TENSORC_NVRTC); both are loaded when first
+ * used, and their absence is TC_ERR_UNSUPPORTED.  All tensors of a run must
+ * be on one device. */
+typedef enum { TC_TARGET_C = 0, TC_TARGET_INTERP = 1, TC_TARGET_CUDA = 2 } tc_target;
 
 typedef struct tc_prepare_info {
   double seconds;      /* time spent in tc_prepare */
@@ -206,8 +280,38 @@ tc_status tc_run_alloc(tc_program *p, int entry, DLTensor *const *inputs, int n_
                        DLManagedTensor **outputs, int n_outputs, tc_target target,
                        tc_error *err);
 
+/* Options of a run (tc_run_options_init sets the defaults: TC_TARGET_C,
+ * no stream, device 0). */
+typedef struct tc_run_options {
+  tc_target target;
+  void *stream; /* CUDA: the CUstream (cudaStream_t) of the tensors' device to run
+                   on, e.g. PyTorch's current stream; NULL: the legacy default
+                   stream.  A CUDA run queues its kernels on it and returns
+                   without synchronising, except for an entry whose kernels
+                   can report a failure (an indirect index out of range):
+                   that run waits for the stream to read the failure record. */
+  int device;   /* the CUDA device of TC_TARGET_CUDA on CPU tensors and of
+                   tc_prepare_ex (runs on CUDA tensors use theirs) */
+} tc_run_options;
+void tc_run_options_init(tc_run_options *o);
+
+/* tc_run and tc_run_alloc with options (`opts` NULL: the defaults).
+ * tc_run_alloc_ex allocates the outputs of a CUDA run on the tensors' GPU
+ * (cuMemAlloc; their deleter frees them). */
+tc_status tc_run_ex(tc_program *p, int entry, DLTensor *const *inputs, int n_inputs,
+                    DLTensor *const *outputs, int n_outputs, const tc_run_options *opts,
+                    tc_error *err);
+tc_status tc_run_alloc_ex(tc_program *p, int entry, DLTensor *const *inputs, int n_inputs,
+                          DLManagedTensor **outputs, int n_outputs,
+                          const tc_run_options *opts, tc_error *err);
+/* tc_prepare for opts->target (TC_TARGET_CUDA: the cubin for opts->device,
+ * compiled by NVRTC or loaded from the disk cache, and its module). */
+tc_status tc_prepare_ex(tc_program *p, int entry, const tc_run_options *opts,
+                        tc_prepare_info *info, tc_error *err);
+
 /* ---- inspection ---- */
-/* The generated C source of `entry` (malloc'ed; free with tc_free). */
+/* The generated source of `entry` for `target`: C (TC_TARGET_C) or CUDA C
+ * (TC_TARGET_CUDA; needs no GPU).  Malloc'ed; free with tc_free. */
 tc_status tc_emit(tc_program *p, int entry, tc_target target, char **out, tc_error *err);
 /* Ranges, output shapes and the loop nest in text.  `inputs` may be NULL
  * (symbolic sizes) or give concrete input shapes. */
@@ -215,6 +319,24 @@ tc_status tc_explain(tc_program *p, int entry, const tc_shape *inputs, int n_inp
                      char **out, tc_error *err);
 /* The IR after each lowering pass, as text. */
 tc_status tc_dump_passes(tc_program *p, int entry, char **out, tc_error *err);
+
+/* ---- gradients (docs/gradients.md) ----
+ * Derives the backward of `entry` as the TC source of one new def, named
+ * "<entry name>_grad", which the caller compiles like any other source (with
+ * tc_compile: constants of `p` are already substituted into it).  `wrt` has
+ * one flag per input of `entry` (1: its gradient is wanted), or is NULL for
+ * every floating-point input; a flag on an integer or bool input is
+ * TC_ERR_ARGUMENT, as is selecting no input.  The backward def takes
+ *   - every input of `entry`, in order, with its declaration, then
+ *   - one gradient per output of `entry`, in order, with the output's dtype
+ *     and extents (integer outputs' gradients are taken and ignored),
+ * and returns one gradient per selected input, in input order, with the
+ * input's dtype and shape.  A gradient is named "d_" + the tensor's name,
+ * with "_2", "_3"... appended when that would collide with a name of the
+ * def.  A construct that cannot be differentiated yet is TC_ERR_PROGRAM
+ * located at it.  *source_out is malloc'ed: free it with tc_free. */
+tc_status tc_gradient(tc_program *p, int entry, const int *wrt, char **source_out,
+                      tc_error *err);
 
 void tc_free(void *ptr);
 

@@ -313,14 +313,15 @@ static void *load_kernel(const char *path, tc_kernel_fn *fn, tc_error *err) {
   return h;
 }
 
-/* Verifies an entry's bytes: trailer magic, length, checksum, key. */
-static bool verify(const unsigned char *p, size_t n, Key key) {
+/* Verifies an entry's bytes: trailer magic ("TCK1" kernels, "TCB1" blobs),
+ * length, checksum, key. */
+static bool verify(const unsigned char *p, size_t n, Key key, const char *magic) {
   if (n < TRAILER)
     return false;
   const unsigned char *t = p + n - TRAILER;
   uint32_t len = (uint32_t)t[4] | (uint32_t)t[5] << 8 | (uint32_t)t[6] << 16 |
                  (uint32_t)t[7] << 24;
-  return !memcmp(t, "TCK1", 4) && len == n - TRAILER && load64(t + 8) == checksum(p, len) &&
+  return !memcmp(t, magic, 4) && len == n - TRAILER && load64(t + 8) == checksum(p, len) &&
          load64(t + 16) == key.h[0] && load64(t + 24) == key.h[1];
 }
 
@@ -359,7 +360,7 @@ static void *disk_lookup(Cache *k, Key key, const char *path, tc_kernel_fn *fn) 
   size_t n = 0;
   unsigned char *p = read_file(fd, &n);
   void *h = NULL;
-  if (p && verify(p, n, key)) {
+  if (p && verify(p, n, key, "TCK1")) {
     tc_error ignored;
     h = load_private(k, key, p, n - TRAILER, fn, &ignored);
   }
@@ -400,7 +401,7 @@ static void sweep_stale(Cache *k) {
 
 /* Publishes the built object as `path`: temp file, trailer, fsync, rename. */
 static void disk_store(Cache *k, Key key, const char *path, const unsigned char *p,
-                       size_t n) {
+                       size_t n, const char *magic) {
   if (n > MAX_ENTRY)
     return;
   sweep_stale(k);
@@ -418,7 +419,7 @@ static void disk_store(Cache *k, Key key, const char *path, const unsigned char 
     return;
   }
   unsigned char t[TRAILER];
-  memcpy(t, "TCK1", 4);
+  memcpy(t, magic, 4);
   for (int i = 0; i < 4; i++)
     t[4 + i] = (unsigned char)(n >> (8 * i));
   store64(t + 8, checksum(p, n));
@@ -459,7 +460,7 @@ static void *build(Cache *k, const JitConfig *cfg, Key key, const char *entry,
   void *h = load_kernel(path, fn, err);
   unlink(path);
   if (h && bytes)
-    disk_store(k, key, entry, bytes, n);
+    disk_store(k, key, entry, bytes, n, "TCK1");
   free(bytes);
   snprintf(where, wherecap, "%s", h && publish ? entry : path);
   return h;
@@ -543,4 +544,65 @@ tc_status cache_get(Cache *k, const JitConfig *cfg, const char *identity,
   if (path && pathlen)
     snprintf(path, pathlen, "%s", where);
   return TC_OK;
+}
+
+/* ---- blobs: other compiled artifacts (CUDA cubins) ----
+ * `<dir>/<hex>.<ext>`, keyed like kernels by identity and source, with the
+ * same trailer under the magic "TCB1", verified on load and published by
+ * atomic rename; nothing is dlopen'ed, so no private copy is needed. */
+
+static bool blob_path(Cache *k, Key key, const char *ext, char *out, size_t cap) {
+  char hex[33];
+  key_hex(key, hex);
+  return k->dir && snprintf(out, cap, "%s/%s.%s", k->dir, hex, ext) < (int)cap;
+}
+
+static Key blob_key(const char *identity, const char *source, size_t len) {
+  size_t ilen = strlen(identity);
+  unsigned char *text = malloc(ilen + 1 + len);
+  if (!text)
+    return (Key){{0, 0}};
+  memcpy(text, identity, ilen + 1);
+  memcpy(text + ilen + 1, source, len);
+  Key key = murmur3_128(text, ilen + 1 + len, 0x74656e736f7262ull);
+  free(text);
+  return key;
+}
+
+bool cache_blob_load(Cache *k, const char *identity, const char *source, size_t len,
+                     const char *ext, unsigned char **out, size_t *n) {
+  *out = NULL;
+  *n = 0;
+  char path[PATH_MAX];
+  Key key = blob_key(identity, source, len);
+  if ((!key.h[0] && !key.h[1]) || !blob_path(k, key, ext, path, sizeof path))
+    return false;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  size_t size = 0;
+  unsigned char *p = read_file(fd, &size);
+  bool ok = p && verify(p, size, key, "TCB1");
+  if (!ok) { /* corrupt or truncated: removed unless replaced meanwhile */
+    struct stat a, b;
+    if (!fstat(fd, &a) && !stat(path, &b) && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+      unlink(path);
+    free(p);
+  } else {
+    *out = p;
+    *n = size - TRAILER;
+  }
+  close(fd);
+  return ok;
+}
+
+void cache_blob_store(Cache *k, const char *identity, const char *source, size_t len,
+                      const char *ext, const unsigned char *data, size_t n) {
+  char path[PATH_MAX];
+  Key key = blob_key(identity, source, len);
+  pthread_mutex_lock(&k->mu);
+  bool writable = k->writable;
+  pthread_mutex_unlock(&k->mu);
+  if (writable && (key.h[0] || key.h[1]) && blob_path(k, key, ext, path, sizeof path))
+    disk_store(k, key, path, data, n, "TCB1");
 }

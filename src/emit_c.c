@@ -5,17 +5,21 @@
  * elements) whose loops are serial, vectorized, unrolled or parallel.
  * Produces one self-contained C11 translation unit:
  *
- *   #include <stdint.h> <math.h> <string.h>
+ *   #include <stdint.h> <math.h> <string.h> [<stdlib.h>]
  *   the kernel ABI (TC_KERNEL_ABI_DECLS, the same text runtime.c compiles)
- *   static inline helpers, only those the body uses
+ *   static inline helpers, only those the body uses; `omp declare
+ *   reduction`s for vectorized min/max; `omp declare simd` prototypes of
+ *   the math functions glibc's libmvec vectorizes (GCC, x86-64 glibc only)
+ *   [typedef struct task_K_env ...]  what a parallel loop captures
  *   static void task_K(const void *args, int64_t lo, int64_t hi)  per parallel loop
  *   int tc_kernel(const tc_kargs *a)
  *   const int tc_kernel_abi = TC_KERNEL_ABI;
  *
- * It is compiled with `-std=c11 -O3 -march=native -fwrapv -fno-math-errno
- * -ffp-contract=off`; the code relies on -fwrapv for int32/int64 wrap-around
- * (docs/language.md: integers wrap) and on -ffp-contract=off so that a*b+c
- * rounds twice, as in the interpreter.
+ * It is compiled with `-fopenmp-simd -std=c11 -O3 -march=native -fwrapv
+ * -fno-math-errno -ffp-contract=off` (and jit.c's others); the code relies
+ * on -fwrapv for int32/int64 wrap-around (docs/language.md: integers wrap)
+ * and on -ffp-contract=off so that a*b+c rounds twice, as in the
+ * interpreter (fused only where the IR calls fma).
  *
  * Values: an IR expression of type T is a C expression of dtype_info[T].vtype.
  * float16 and bfloat16 are storage types: lowering computes their arithmetic
@@ -32,16 +36,24 @@
  * Semantics of the IR that the C form must keep: IR_SELECT and && / || are
  * lazy (C's ?:, &&, ||), IR_FAIL reports a failure and yields 0 (the kernel
  * then returns 1 at the next check), S_CHECK stops the kernel.  Loops other
- * than parallel ones are plain `for`s: vectorized ones get `#pragma GCC
- * ivdep`, unrolled ones are left to the compiler; GPU loop kinds are not
- * for this back end (an internal error).
+ * than parallel ones are plain `for`s: vectorized ones get `#pragma omp
+ * simd` with a reduction clause per accumulator the body updates
+ * (`acc = acc OP e`: the scheduler vouches that iterations are otherwise
+ * independent), unrolled ones of constant extent `#pragma GCC unroll`; GPU
+ * loop kinds are not for this back end (an internal error).  S_ALLOC
+ * declares a local buffer: a stack array up to STACK_BYTES, else aligned
+ * heap memory, freed at the end of its scope and before every return; an
+ * allocation that fails reports its site (FAIL_NOMEM) with the size.
  *
- * Each top-level parallel loop is outlined into a task function that
+ * Each parallel loop outside a task is outlined into a task function that
  * re-derives what it uses from the kernel arguments, and runs through
- * a->rt->parallel_for; a task stops early once any failure is recorded.
+ * a->rt->parallel_for; what the loop's body uses from around it (loop
+ * variables, locals, local buffers) travels in a task_K_env struct; a task
+ * stops early once any failure is recorded.
  * Generated names are the IR's mangled names (b_, z_, x<k>_, f<k>_, acc<k>,
- * ix<k>, pc<k>) plus tc_*, task_* and `a`; user names appear only behind
- * those prefixes.  The text depends
+ * ix<k>, pc<k>, and the scheduler's o<k>, g<k>, t<k>, q<k>, h<k>, w<k>,
+ * lb<k>) plus tc_*, tcr_*, task_*, env_*, `a` and `env`; user names appear
+ * only behind those prefixes.  The text depends
  * only on the IR (no pointers, no counters from outside), so the same program
  * always gives the same bytes: the kernel cache keys on them.
  */
@@ -61,17 +73,25 @@ typedef enum {
   H_SAT,  /* saturating float -> integer */
   H_F16,  /* float16 <-> float */
   H_BF16, /* bfloat16 <-> float */
+  H_RMIN, /* `#pragma omp declare reduction` for min, max (on H_MIN/H_MAX) */
+  H_RMAX,
   NUM_HELPERS
 } Helper;
+
+typedef VEC(IRVar *) VarList;
+typedef VEC(Buffer *) BufList;
 
 typedef struct Emit {
   Ctx *c;
   IRFunc *f;
   bool need[NUM_HELPERS][TC_NUM_DTYPES];
+  bool calls[NUM_BUILTINS][2]; /* math builtins used: [float32, float64] */
   Buf tasks;   /* outlined task functions, in order */
   int ntasks;
   bool in_task;
   int depth;   /* loops around the statement being emitted */
+  BufList heap; /* heap local buffers live here (freed before a return) */
+  bool stdlib; /* the code calls aligned_alloc/free */
 } Emit;
 
 /* What a function body uses, for its preamble. */
@@ -237,6 +257,29 @@ static const char bf16_text[] =
     "  return (uint16_t)(u >> 16);\n"
     "}\n";
 
+/* The identity of min (`is_min`) or max on t, as C text. */
+static const char *minmax_identity(tc_dtype t, bool is_min) {
+  switch (t) {
+  case TC_FLOAT32: return is_min ? "INFINITY" : "-INFINITY";
+  case TC_FLOAT64: return is_min ? "(double)INFINITY" : "-(double)INFINITY";
+  case TC_INT32: return is_min ? "INT32_MAX" : "INT32_MIN";
+  case TC_INT64: return is_min ? "INT64_MAX" : "INT64_MIN";
+  case TC_UINT32: return is_min ? "UINT32_MAX" : "0";
+  case TC_UINT64: return is_min ? "UINT64_MAX" : "0";
+  default: return "0";
+  }
+}
+
+/* An OpenMP reduction for a vectorized min/max loop: each lane keeps its own
+ * partial result, combined with tc_min/tc_max (NaN-propagating on floats). */
+static void declare_reduction(Buf *b, tc_dtype t, bool is_min) {
+  const char *name = is_min ? "min" : "max", *s = suffix(t);
+  buf_printf(b,
+             "#pragma omp declare reduction(tcr_%s_%s : %s : omp_out = tc_%s_%s(omp_out, omp_in)) "
+             "initializer(omp_priv = %s)\n",
+             name, s, vtype(t), name, s, minmax_identity(t, is_min));
+}
+
 static void emit_helpers(Emit *E, Buf *b) {
   bool any_div64 = false;
   for (int t = 0; t < TC_NUM_DTYPES; t++)
@@ -257,6 +300,12 @@ static void emit_helpers(Emit *E, Buf *b) {
     if (E->need[H_SAT][t])
       helper_sat(b, (tc_dtype)t);
   }
+  for (int t = 0; t < TC_NUM_DTYPES; t++) {
+    if (E->need[H_RMIN][t])
+      declare_reduction(b, (tc_dtype)t, true);
+    if (E->need[H_RMAX][t])
+      declare_reduction(b, (tc_dtype)t, false);
+  }
   bool half = E->need[H_F16][TC_FLOAT32], bf = E->need[H_BF16][TC_FLOAT32];
   if (half || bf)
     buf_puts(b, round_odd_text);
@@ -264,6 +313,56 @@ static void emit_helpers(Emit *E, Buf *b) {
     buf_puts(b, half_text);
   if (bf)
     buf_puts(b, bf16_text);
+}
+
+/* Math functions glibc's libmvec has vector versions of (x86-64): declared
+ * `omp declare simd` so that vectorized loops call them; `since` is the
+ * glibc minor version (2.x) that added the float and double variants. */
+static const struct {
+  int builtin;
+  int since;
+} vector_math[] = {
+    {BI_exp, 22},   {BI_log, 22},   {BI_sin, 22},    {BI_cos, 22},   {BI_pow, 22},
+    {BI_exp2, 35},  {BI_expm1, 35}, {BI_log2, 35},   {BI_log10, 35}, {BI_log1p, 35},
+    {BI_cbrt, 35},  {BI_tan, 35},   {BI_asin, 35},   {BI_acos, 35},  {BI_atan, 35},
+    {BI_atan2, 35}, {BI_sinh, 35},  {BI_cosh, 35},   {BI_tanh, 35},  {BI_asinh, 35},
+    {BI_acosh, 35}, {BI_atanh, 35}, {BI_erf, 35},    {BI_erfc, 35},  {BI_hypot, 35},
+};
+
+/* The `declare simd` prototypes of the vector math the kernel calls, for
+ * GCC on x86-64 glibc (which provides them in libmvec); elsewhere nothing. */
+static void emit_vector_math(Emit *E, Buf *b) {
+  bool any = false;
+  for (size_t i = 0; i < sizeof vector_math / sizeof vector_math[0]; i++)
+    any |= E->calls[vector_math[i].builtin][0] || E->calls[vector_math[i].builtin][1];
+  if (!any)
+    return;
+  buf_puts(b, "\n#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && "
+              "defined(__GLIBC__)\n");
+  for (int since = 22; since <= 35; since += 13) {
+    bool group = false;
+    for (size_t i = 0; i < sizeof vector_math / sizeof vector_math[0]; i++) {
+      int bi = vector_math[i].builtin;
+      if (vector_math[i].since != since || !(E->calls[bi][0] || E->calls[bi][1]))
+        continue;
+      if (!group)
+        buf_printf(b, "#if __GLIBC__ > 2 || __GLIBC_MINOR__ >= %d\n", since);
+      group = true;
+      for (int d = 0; d < 2; d++) {
+        if (!E->calls[bi][d])
+          continue;
+        const char *t = d ? "double" : "float";
+        buf_printf(b, "#pragma omp declare simd notinbranch\n%s %s%s(%s", t,
+                   builtin_info[bi].name, d ? "" : "f", t);
+        for (int k = 1; k < builtin_info[bi].arity; k++)
+          buf_printf(b, ", %s", t);
+        buf_puts(b, ");\n");
+      }
+    }
+    if (group)
+      buf_puts(b, "#endif\n");
+  }
+  buf_puts(b, "#endif\n");
 }
 
 /* ---- constants ---- */
@@ -413,6 +512,7 @@ static void emit_bin(Emit *E, Buf *b, const IRExpr *e) {
 static void emit_call(Emit *E, Buf *b, const IRExpr *e) {
   IASSERT(E->c, (unsigned)e->builtin < NUM_BUILTINS);
   const char *f = e->type == TC_FLOAT64 ? "" : "f";
+  E->calls[e->builtin][e->type == TC_FLOAT64] = true;
   if (e->builtin == BI_rsqrt) {
     buf_printf(b, "(%s / sqrt%s(", e->type == TC_FLOAT64 ? "1.0" : "1.0f", f);
     emit_expr(E, b, e->args[0]);
@@ -551,7 +651,7 @@ static void uses_expr(Uses *u, const IRExpr *e) {
     return;
   if (e->kind == IR_VAR)
     uses_var(u, e->var);
-  if (e->kind == IR_LOAD)
+  if (e->kind == IR_LOAD && !e->buf->local)
     u->buf[e->buf->slot] = true;
   for (int i = 0; i < e->nidx; i++)
     uses_expr(u, e->idx[i]);
@@ -562,8 +662,8 @@ static void uses_expr(Uses *u, const IRExpr *e) {
   uses_expr(u, e->c);
 }
 
-/* `kernel`: what the kernel function itself uses: the bodies of top-level
- * parallel loops are the tasks'. */
+/* `kernel`: what the kernel function itself uses: the bodies of parallel
+ * loops are the tasks'. */
 static void uses_stmt(Uses *u, const IRStmt *s, bool kernel) {
   if (!s)
     return;
@@ -572,9 +672,7 @@ static void uses_stmt(Uses *u, const IRStmt *s, bool kernel) {
     uses_expr(u, s->extent);
     return;
   }
-  if (s->kind == S_FOR)
-    kernel = false;
-  if (s->kind == S_STORE)
+  if (s->kind == S_STORE && !s->buf->local)
     u->buf[s->buf->slot] = true;
   for (int i = 0; i < s->nidx; i++)
     uses_expr(u, s->idx[i]);
@@ -643,6 +741,15 @@ static bool expr_fails(const IRExpr *e) {
   return expr_fails(e->a) || expr_fails(e->b) || expr_fails(e->c);
 }
 
+enum { STACK_BYTES = 32768 }; /* local buffers up to this size live on the stack */
+
+/* Whether the local buffer of S_ALLOC s lives on the stack: a constant
+ * size, small enough. */
+static bool is_stack(const IRStmt *s) {
+  int64_t n;
+  return ir_is_const(s->extent, &n) && n >= 0 && n * dtype_info[s->buf->dtype].size <= STACK_BYTES;
+}
+
 /* Whether s may record a failure; `checks`: counting S_CHECKs too, which
  * stop the function they are in (a task) but not its caller. */
 static bool stmt_fails(const IRStmt *s, bool checks) {
@@ -650,6 +757,8 @@ static bool stmt_fails(const IRStmt *s, bool checks) {
     return false;
   if (s->kind == S_CHECK)
     return checks;
+  if (s->kind == S_ALLOC && !is_stack(s))
+    return true; /* out of memory */
   for (int i = 0; i < s->nidx; i++)
     if (expr_fails(s->idx[i]))
       return true;
@@ -663,7 +772,28 @@ static bool stmt_fails(const IRStmt *s, bool checks) {
 
 static void emit_stmt(Emit *E, Buf *b, const IRStmt *s, int ind);
 
-static const char *ret_fail(Emit *E) { return E->in_task ? "return;" : "return 1;"; }
+/* Leaves the function after a failure: frees the live heap buffers first. */
+static void emit_return(Emit *E, Buf *b, int ind) {
+  for (int i = E->heap.len - 1; i >= 0; i--) {
+    buf_indent(b, ind);
+    buf_printf(b, "free(%s);\n", E->heap.data[i]->name);
+  }
+  buf_indent(b, ind);
+  buf_puts(b, E->in_task ? "return;\n" : "return 1;\n");
+}
+
+/* `if (a->rt->failed) return` as one line, or a block when buffers are live. */
+static void emit_stop_if_failed(Emit *E, Buf *b, int ind) {
+  buf_indent(b, ind);
+  if (!E->heap.len) {
+    buf_printf(b, "if (a->rt->failed) %s\n", E->in_task ? "return;" : "return 1;");
+    return;
+  }
+  buf_puts(b, "if (a->rt->failed) {\n");
+  emit_return(E, b, ind + 1);
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
 
 /* The loop's end, lo + extent (constants folded). */
 static void emit_end(Emit *E, Buf *b, const IRStmt *s) {
@@ -678,48 +808,372 @@ static void emit_block_body(Emit *E, Buf *b, const IRStmt *s, int ind) {
     emit_stmt(E, b, s, ind);
 }
 
-/* A top-level parallel loop: the body becomes task_K, the kernel calls it
- * through the runtime's parallel_for. */
+/* ---- local buffers ---- */
+
+/* Opens S_ALLOC s: declares its buffer (a stack array, or aligned heap
+ * memory whose failure is reported at the alloc's site). */
+static void emit_alloc_open(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  const Buffer *lb = s->buf;
+  const char *ct = dtype_info[lb->dtype].ctype;
+  int size = dtype_info[lb->dtype].size;
+  int64_t n;
+  if (is_stack(s)) {
+    ir_is_const(s->extent, &n);
+    buf_indent(b, ind);
+    buf_printf(b, "_Alignas(64) %s %s[%lld];\n", ct, lb->name, (long long)(n > 0 ? n : 1));
+    return;
+  }
+  E->stdlib = true;
+  buf_indent(b, ind);
+  buf_printf(b, "const int64_t %s_bytes = (", lb->name);
+  emit_bare(E, b, s->extent);
+  buf_printf(b, ") * %d;\n", size);
+  buf_indent(b, ind);
+  buf_printf(b, "%s *restrict %s = %s_bytes > 0 ? (%s *)aligned_alloc(64, ((size_t)%s_bytes + 63) & "
+                "~(size_t)63) : NULL;\n",
+             ct, lb->name, lb->name, ct, lb->name);
+  buf_indent(b, ind);
+  buf_printf(b, "if (!%s && %s_bytes > 0) {\n", lb->name, lb->name);
+  buf_indent(b, ind + 1);
+  buf_printf(b, "a->rt->fail(a->rt, %d, %s_bytes, 0);\n", s->site, lb->name);
+  emit_return(E, b, ind + 1);
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+  vec_push(E->c->arena, &E->heap, s->buf);
+}
+
+static void emit_alloc_close(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  if (is_stack(s))
+    return;
+  E->heap.len--;
+  buf_indent(b, ind);
+  buf_printf(b, "free(%s);\n", s->buf->name);
+}
+
+static void emit_alloc(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  buf_indent(b, ind);
+  buf_puts(b, "{\n");
+  emit_alloc_open(E, b, s, ind + 1);
+  emit_block_body(E, b, s->body, ind + 1);
+  emit_alloc_close(E, b, s, ind + 1);
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+/* ---- parallel loops ---- */
+
+/* What a parallel loop's body uses from around it: loop variables and
+ * locals it does not declare, local buffers it does not allocate. */
+typedef struct Captures {
+  VarList used, bound;
+  BufList bufs, allocd;
+} Captures;
+
+static void add_var(Emit *E, VarList *l, IRVar *v) {
+  for (int i = 0; i < l->len; i++)
+    if (l->data[i] == v)
+      return;
+  vec_push(E->c->arena, l, v);
+}
+
+static void add_buf(Emit *E, BufList *l, Buffer *bf) {
+  for (int i = 0; i < l->len; i++)
+    if (l->data[i] == bf)
+      return;
+  vec_push(E->c->arena, l, bf);
+}
+
+static void capture_expr(Emit *E, Captures *k, const IRExpr *e) {
+  if (!e)
+    return;
+  if (e->kind == IR_VAR && (e->var->kind == VAR_LOOP || e->var->kind == VAR_LOCAL))
+    add_var(E, &k->used, e->var);
+  if (e->kind == IR_LOAD && e->buf->local)
+    add_buf(E, &k->bufs, e->buf);
+  for (int i = 0; i < e->nidx; i++)
+    capture_expr(E, k, e->idx[i]);
+  for (int i = 0; i < e->nargs; i++)
+    capture_expr(E, k, e->args[i]);
+  capture_expr(E, k, e->a);
+  capture_expr(E, k, e->b);
+  capture_expr(E, k, e->c);
+}
+
+static void capture_stmt(Emit *E, Captures *k, const IRStmt *s) {
+  if (!s)
+    return;
+  if (s->kind == S_FOR || s->kind == S_DECL)
+    add_var(E, &k->bound, s->var);
+  if (s->kind == S_ASSIGN)
+    add_var(E, &k->used, s->var);
+  if (s->kind == S_ALLOC)
+    add_buf(E, &k->allocd, s->buf);
+  if (s->kind == S_STORE && s->buf->local)
+    add_buf(E, &k->bufs, s->buf);
+  for (int i = 0; i < s->nidx; i++)
+    capture_expr(E, k, s->idx[i]);
+  capture_expr(E, k, s->lo);
+  capture_expr(E, k, s->extent);
+  capture_expr(E, k, s->value);
+  capture_expr(E, k, s->cond);
+  for (int i = 0; i < s->n; i++)
+    capture_stmt(E, k, s->stmts[i]);
+  capture_stmt(E, k, s->body);
+  capture_stmt(E, k, s->then);
+  capture_stmt(E, k, s->els);
+}
+
+/* The captures of parallel loop s, in `vars` and `bufs`. */
+static void captures_of(Emit *E, const IRStmt *s, VarList *vars, BufList *bufs) {
+  Captures k = {0};
+  add_var(E, &k.bound, s->var);
+  capture_stmt(E, &k, s->body);
+  for (int i = 0; i < k.used.len; i++) {
+    bool bound = false;
+    for (int j = 0; j < k.bound.len; j++)
+      bound |= k.bound.data[j] == k.used.data[i];
+    if (!bound)
+      vec_push(E->c->arena, vars, k.used.data[i]);
+  }
+  for (int i = 0; i < k.bufs.len; i++) {
+    bool allocd = false;
+    for (int j = 0; j < k.allocd.len; j++)
+      allocd |= k.allocd.data[j] == k.bufs.data[i];
+    if (!allocd)
+      vec_push(E->c->arena, bufs, k.bufs.data[i]);
+  }
+}
+
+static bool uses_loop_var(const IRExpr *e, const IRVar *v) {
+  if (!e)
+    return false;
+  if (e->kind == IR_VAR)
+    return e->var == v;
+  for (int i = 0; i < e->nidx; i++)
+    if (uses_loop_var(e->idx[i], v))
+      return true;
+  for (int i = 0; i < e->nargs; i++)
+    if (uses_loop_var(e->args[i], v))
+      return true;
+  return uses_loop_var(e->a, v) || uses_loop_var(e->b, v) || uses_loop_var(e->c, v);
+}
+
+/* A parallel loop outside any task: the body becomes task_K, called through
+ * the runtime's parallel_for.  What the body uses from around the loop
+ * (enclosing loop variables, locals, local buffers) travels in a
+ * task_K_env struct; without any, the task gets the kernel arguments
+ * directly.  A body that is an S_ALLOC (or a chain of them) whose size does
+ * not depend on the loop variable allocates once per task, not once per
+ * iteration (its contents are undefined at each entry anyway). */
 static void emit_parallel(Emit *E, Buf *b, const IRStmt *s, int ind) {
   int k = E->ntasks++;
-  Buf *t = &E->tasks;
+  Buf t = {0};
+  VarList vars = {0};
+  BufList bufs = {0};
+  captures_of(E, s, &vars, &bufs);
+  bool env = vars.len || bufs.len;
   Uses u = new_uses(E);
   uses_stmt(&u, s->body, false);
-  buf_printf(t, "\nstatic void task_%d(const void *args, int64_t lo, int64_t hi) {\n", k);
-  buf_puts(t, "  const tc_kargs *a = (const tc_kargs *)args;\n");
-  emit_preamble(E, t, &u);
-  buf_printf(t, "  for (int64_t %s = lo; %s < hi; %s++) {\n", s->var->name, s->var->name,
-             s->var->name);
+  if (env) {
+    buf_printf(&t, "\ntypedef struct task_%d_env {\n  const tc_kargs *a;\n", k);
+    for (int i = 0; i < vars.len; i++)
+      buf_printf(&t, "  %s %s;\n", vars.data[i]->kind == VAR_LOOP ? "int64_t" : vtype(vars.data[i]->type),
+                 vars.data[i]->name);
+    for (int i = 0; i < bufs.len; i++)
+      buf_printf(&t, "  %s *%s;\n", dtype_info[bufs.data[i]->dtype].ctype, bufs.data[i]->name);
+    buf_printf(&t, "} task_%d_env;\n", k);
+  }
+  buf_printf(&t, "\nstatic void task_%d(const void *args, int64_t lo, int64_t hi) {\n", k);
+  if (env) {
+    buf_printf(&t, "  const task_%d_env *env = (const task_%d_env *)args;\n", k, k);
+    buf_puts(&t, "  const tc_kargs *a = env->a;\n");
+    for (int i = 0; i < vars.len; i++)
+      buf_printf(&t, "  const %s %s = env->%s;\n",
+                 vars.data[i]->kind == VAR_LOOP ? "int64_t" : vtype(vars.data[i]->type),
+                 vars.data[i]->name, vars.data[i]->name);
+    for (int i = 0; i < bufs.len; i++)
+      buf_printf(&t, "  %s *restrict %s = env->%s;\n", dtype_info[bufs.data[i]->dtype].ctype,
+                 bufs.data[i]->name, bufs.data[i]->name);
+  } else {
+    buf_puts(&t, "  const tc_kargs *a = (const tc_kargs *)args;\n");
+  }
+  emit_preamble(E, &t, &u);
+  BufList saved = E->heap;
+  memset(&E->heap, 0, sizeof E->heap);
+  int saved_depth = E->depth;
   E->in_task = true;
   E->depth = 1;
-  if (stmt_fails(s->body, false))
-    buf_puts(t, "    if (a->rt->failed) return;\n");
-  emit_block_body(E, t, s->body, 2);
+  const IRStmt *body = s->body, *hoist[16];
+  int nhoist = 0;
+  while (body->kind == S_ALLOC && !uses_loop_var(body->extent, s->var) && nhoist < 16) {
+    hoist[nhoist++] = body;
+    emit_alloc_open(E, &t, body, 1);
+    body = body->body;
+  }
+  buf_printf(&t, "  for (int64_t %s = lo; %s < hi; %s++) {\n", s->var->name, s->var->name,
+             s->var->name);
+  if (stmt_fails(body, false) || nhoist)
+    emit_stop_if_failed(E, &t, 2);
+  emit_block_body(E, &t, body, 2);
+  buf_puts(&t, "  }\n");
+  while (nhoist > 0)
+    emit_alloc_close(E, &t, hoist[--nhoist], 1);
+  buf_puts(&t, "}\n");
   E->in_task = false;
-  E->depth = 0;
-  buf_puts(t, "  }\n}\n");
+  E->depth = saved_depth;
+  E->heap = saved;
+  buf_putn(&E->tasks, t.s ? t.s : "", t.len);
+  if (t.oom)
+    E->tasks.oom = true;
+  buf_free(&t);
 
   buf_indent(b, ind);
-  buf_printf(b, "a->rt->parallel_for(a->rt, task_%d, a, ", k);
+  if (env) {
+    buf_printf(b, "{\n");
+    buf_indent(b, ind + 1);
+    buf_printf(b, "const task_%d_env env_%d = {a", k, k);
+    for (int i = 0; i < vars.len; i++)
+      buf_printf(b, ", %s", vars.data[i]->name);
+    for (int i = 0; i < bufs.len; i++)
+      buf_printf(b, ", %s", bufs.data[i]->name);
+    buf_puts(b, "};\n");
+    buf_indent(b, ind + 1);
+    buf_printf(b, "a->rt->parallel_for(a->rt, task_%d, &env_%d, ", k, k);
+  } else {
+    buf_printf(b, "a->rt->parallel_for(a->rt, task_%d, a, ", k);
+  }
   emit_bare(E, b, s->lo);
   buf_puts(b, ", ");
   emit_end(E, b, s);
   buf_puts(b, ");\n");
-  if (stmt_fails(s->body, true)) {
+  if (env) {
     buf_indent(b, ind);
-    buf_puts(b, "if (a->rt->failed) return 1;\n");
+    buf_puts(b, "}\n");
   }
+  if (stmt_fails(s->body, true))
+    emit_stop_if_failed(E, b, ind);
+}
+
+/* ---- vectorized loops ---- */
+
+/* Locals declared in s, and locals assigned in s. */
+typedef struct LocalUse {
+  VEC(IRVar *) declared;
+  VEC(const IRStmt *) assigns;
+} LocalUse;
+
+static void local_uses(Emit *E, const IRStmt *s, LocalUse *u) {
+  if (!s)
+    return;
+  if (s->kind == S_DECL)
+    vec_push(E->c->arena, &u->declared, s->var);
+  if (s->kind == S_ASSIGN)
+    vec_push(E->c->arena, &u->assigns, s);
+  for (int i = 0; i < s->n; i++)
+    local_uses(E, s->stmts[i], u);
+  local_uses(E, s->body, u);
+  local_uses(E, s->then, u);
+  local_uses(E, s->els, u);
+}
+
+static int expr_reads(const IRExpr *e, const IRVar *v) {
+  if (!e)
+    return 0;
+  int n = e->kind == IR_VAR && e->var == v;
+  for (int i = 0; i < e->nidx; i++)
+    n += expr_reads(e->idx[i], v);
+  for (int i = 0; i < e->nargs; i++)
+    n += expr_reads(e->args[i], v);
+  return n + expr_reads(e->a, v) + expr_reads(e->b, v) + expr_reads(e->c, v);
+}
+
+static int stmt_reads(const IRStmt *s, const IRVar *v) {
+  if (!s)
+    return 0;
+  int n = expr_reads(s->lo, v) + expr_reads(s->extent, v) + expr_reads(s->value, v) +
+          expr_reads(s->cond, v);
+  for (int i = 0; i < s->nidx; i++)
+    n += expr_reads(s->idx[i], v);
+  for (int i = 0; i < s->n; i++)
+    n += stmt_reads(s->stmts[i], v);
+  return n + stmt_reads(s->body, v) + stmt_reads(s->then, v) + stmt_reads(s->els, v);
+}
+
+static bool declared_in(const LocalUse *u, const IRVar *v) {
+  for (int i = 0; i < u->declared.len; i++)
+    if (u->declared.data[i] == v)
+      return true;
+  return false;
+}
+
+/* The OpenMP reduction clause for `v = v OP e`, or false when the update
+ * is no reduction OpenMP can split into lanes. */
+static bool reduction_clause(Emit *E, const IRStmt *a, Buf *out) {
+  const IRExpr *e = a->value;
+  tc_dtype t = a->var->type;
+  if (t != TC_FLOAT32 && t != TC_FLOAT64 && t != TC_INT32 && t != TC_INT64 && t != TC_UINT32 &&
+      t != TC_UINT64)
+    return false;
+  if (e->kind != IR_BIN || e->type != t || e->a->kind != IR_VAR || e->a->var != a->var ||
+      expr_reads(e->b, a->var))
+    return false;
+  switch (e->op) {
+  case OP_ADD:
+    buf_printf(out, " reduction(+:%s)", a->var->name);
+    return true;
+  case OP_MUL:
+    buf_printf(out, " reduction(*:%s)", a->var->name);
+    return true;
+  case OP_MIN:
+  case OP_MAX:
+    use(E, e->op == OP_MIN ? H_RMIN : H_RMAX, t);
+    buf_printf(out, " reduction(tcr_%s_%s:%s)", e->op == OP_MIN ? "min" : "max", suffix(t),
+               a->var->name);
+    return true;
+  default:
+    return false;
+  }
+}
+
+/* `#pragma omp simd` for a vectorized loop, with a reduction clause per
+ * local the body updates as `v = v OP e` (each lane reduces its share, the
+ * shares are combined at the end: a reordered sum for floats, see
+ * docs/language.md).  A body that assigns an outer local any other way gets
+ * no pragma: the scheduler promised independent iterations, and anything
+ * else would be a bug, so the loop stays as written. */
+static void emit_simd_pragma(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  LocalUse u = {0};
+  local_uses(E, s->body, &u);
+  Buf clauses = {0};
+  bool ok = true;
+  for (int i = 0; i < u.assigns.len && ok; i++) {
+    const IRStmt *a = u.assigns.data[i];
+    if (declared_in(&u, a->var))
+      continue;
+    bool dup = false; /* one clause per local */
+    for (int j = 0; j < i; j++)
+      dup |= u.assigns.data[j]->var == a->var;
+    ok = !dup && stmt_reads(s->body, a->var) == 1 && reduction_clause(E, a, &clauses);
+  }
+  if (ok) {
+    buf_indent(b, ind);
+    buf_printf(b, "#pragma omp simd%s\n", clauses.s ? clauses.s : "");
+  }
+  buf_free(&clauses);
 }
 
 static void emit_for(Emit *E, Buf *b, const IRStmt *s, int ind) {
   IASSERT(E->c, s->fkind != FOR_GPU_BLOCK && s->fkind != FOR_GPU_THREAD);
-  if (s->fkind == FOR_PARALLEL && E->depth == 0 && !E->in_task) {
+  if (s->fkind == FOR_PARALLEL && !E->in_task) {
     emit_parallel(E, b, s, ind);
     return;
   }
-  if (s->fkind == FOR_VECTORIZED) {
+  if (s->fkind == FOR_VECTORIZED)
+    emit_simd_pragma(E, b, s, ind);
+  int64_t n;
+  if (s->fkind == FOR_UNROLLED && ir_is_const(s->extent, &n) && n > 1 && n <= 64) {
     buf_indent(b, ind);
-    buf_puts(b, "#pragma GCC ivdep\n");
+    buf_printf(b, "#pragma GCC unroll %lld\n", (long long)n);
   }
   const char *v = s->var->name;
   buf_indent(b, ind);
@@ -777,8 +1231,7 @@ static void emit_check(Emit *E, Buf *b, const IRStmt *s, int ind) {
   buf_puts(b, ", ");
   emit_bare(E, b, fl->b);
   buf_puts(b, ");\n");
-  buf_indent(b, ind + 1);
-  buf_printf(b, "%s\n", ret_fail(E));
+  emit_return(E, b, ind + 1);
   buf_indent(b, ind);
   buf_puts(b, "}\n");
 }
@@ -821,6 +1274,9 @@ static void emit_stmt(Emit *E, Buf *b, const IRStmt *s, int ind) {
   case S_CHECK:
     emit_check(E, b, s, ind);
     return;
+  case S_ALLOC:
+    emit_alloc(E, b, s, ind);
+    return;
   case NUM_IR_STMT_KINDS:
     break;
   }
@@ -859,9 +1315,13 @@ void emitc_func(Ctx *c, IRFunc *f, Buf *out) {
 
   Buf helpers = {0};
   emit_helpers(&E, &helpers);
+  emit_vector_math(&E, &helpers);
 
   buf_printf(out, "/* generated by tensorc %s */\n", TC_VERSION);
-  buf_puts(out, "#include <stdint.h>\n#include <math.h>\n#include <string.h>\n\n");
+  buf_puts(out, "#include <stdint.h>\n#include <math.h>\n#include <string.h>\n");
+  if (E.stdlib)
+    buf_puts(out, "#include <stdlib.h>\n");
+  buf_puts(out, "\n");
   buf_puts(out, TC_KERNEL_ABI_DECLS);
   if (helpers.len) {
     buf_puts(out, "\n");

@@ -7,6 +7,7 @@
  * sum(idx_d * stride_d) in int64, over the buffer's stride variables
  * (b_<name>_s<d>), or 0 for rank 0.  Strides are run-time arguments, so one
  * kernel serves any layout (non-contiguous views, broadcast stride 0).
+ * Local buffers (S_ALLOC) are flat from the start: their accesses stay.
  * Invalidates: passes that look at per-dimension indices (run them before).
  */
 #include "tc.h"
@@ -23,7 +24,7 @@ static IRExpr *offset(Ctx *c, Buffer *b, IRExpr **idx, int nidx) {
 
 static IRExpr *flat_expr(Ctx *c, void *st, IRExpr *e) {
   e = ir_mutate_expr_children(c, e, flat_expr, st);
-  if (e->kind != IR_LOAD)
+  if (e->kind != IR_LOAD || e->buf->local)
     return e;
   IRExpr *off = offset(c, e->buf, e->idx, e->nidx);
   return ir_load(c, e->buf, &off, 1);
@@ -31,7 +32,7 @@ static IRExpr *flat_expr(Ctx *c, void *st, IRExpr *e) {
 
 static IRStmt *flat_stmt(Ctx *c, void *st, IRStmt *s) {
   s = ir_mutate_stmt_children(c, s, flat_stmt, flat_expr, st);
-  if (s->kind != S_STORE)
+  if (s->kind != S_STORE || s->buf->local)
     return s;
   IRExpr *off = offset(c, s->buf, s->idx, s->nidx);
   IRStmt *n = ir_store(c, s->buf, &off, 1, s->value);

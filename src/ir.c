@@ -224,6 +224,15 @@ IRStmt *ir_check(Ctx *c, IRExpr *cond, IRExpr *fail) {
   return s;
 }
 
+IRStmt *ir_alloc(Ctx *c, Buffer *b, IRExpr *extent, int site, IRStmt *body) {
+  IRStmt *s = new_stmt(c, S_ALLOC);
+  s->buf = b;
+  s->extent = extent;
+  s->site = site;
+  s->body = body;
+  return s;
+}
+
 /* ---- int64 helpers (symbolic index arithmetic) ---- */
 
 bool ir_has_fail(const IRExpr *e) {
@@ -685,6 +694,14 @@ void ir_print_stmt(Buf *b, const IRStmt *s, int indent) {
     ir_print_expr(b, s->value);
     buf_puts(b, "\n");
     return;
+  case S_ALLOC:
+    buf_printf(b, "alloc %s %s[", dtype_info[s->buf->dtype].name, s->buf->name);
+    ir_print_expr(b, s->extent);
+    buf_puts(b, "] {\n");
+    print_body(b, s->body, indent + 1);
+    buf_indent(b, indent);
+    buf_puts(b, "}\n");
+    return;
   case S_BLOCK:
   case NUM_IR_STMT_KINDS:
     break;
@@ -692,7 +709,7 @@ void ir_print_stmt(Buf *b, const IRStmt *s, int indent) {
   buf_puts(b, "<bad stmt>\n");
 }
 
-static const char *const fail_kind_names[] = {"index", "range", "bc_empty"};
+static const char *const fail_kind_names[] = {"index", "range", "bc_empty", "nomem"};
 
 void ir_print_func(Buf *b, const IRFunc *f) {
   buf_printf(b, "func %s(", f->def && f->def->name ? f->def->name : "?");
@@ -725,7 +742,7 @@ void ir_print_func(Buf *b, const IRFunc *f) {
   for (int i = 0; i < f->sites.len; i++) {
     const FailSite *fs = &f->sites.data[i];
     buf_printf(b, "# site %d: %s %s dim %d at %d:%d\n", i,
-               (unsigned)fs->kind < 3 ? fail_kind_names[fs->kind] : "?",
+               (unsigned)fs->kind < 4 ? fail_kind_names[fs->kind] : "?",
                fs->tensor && fs->tensor->name ? fs->tensor->name : "?", fs->dim, fs->loc.line,
                fs->loc.col);
   }

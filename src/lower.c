@@ -24,10 +24,11 @@
  *                    current element, stored after the reduction loops
  *
  * Reads: a dimension under a boundary condition rewrites its index (clamp,
- * floor-mod for wrap, reflection for mirror, or a lazy select with the
- * constant and a clamped load); a subscript not covered by a check (not
- * affine, or under a branch of ?:) is guarded per element with a lazy
- * select whose other arm is an IR_FAIL naming the access.  The extent-0
+ * floor-mod for wrap, reflection for mirror, or a lazy select between the
+ * load, which runs only in range, and the constant); a subscript not
+ * covered by a check (not affine, or under a branch of ?:) is guarded per
+ * element with a lazy select whose other arm is an IR_FAIL naming the
+ * access.  The extent-0
  * check of a boundary dim is up front too, unless the read may not run
  * (a ?: branch, the right of && or ||): then it is per element.
  *
@@ -322,9 +323,10 @@ static IRExpr *lower_access(Lower *L, Expr *e) {
         break;
       }
       case BC_CONSTANT: {
+        /* the load runs only inside (a lazy select): the subscript as it
+         * is, affine where it was, so vector code loads it masked */
         IRExpr *ok = in_range(L, i, n);
         inside = inside ? bin(L, OP_AND, inside, ok) : ok;
-        idx[d] = clamped;
         break;
       }
       case BC_NONE:

@@ -3,8 +3,13 @@
  * IR verifier.
  *
  *   lower_def        checked Def -> loop nests, multi-dim accesses
+ *   inline_func      pointwise temporaries computed where they are read
+ *   fuse_func        nests over the same outer loop fused
+ *   fold_func        temporaries of one iteration as local buffers
+ *   tile_func        contractions as register tiles over packed panels
  *   schedule_default loop kinds: parallel outer, vectorized inner
  *   flatten_func     multi-dim accesses -> one offset over stride variables
+ *   specialize_func  unit-stride versions of vectorized loops
  *   simplify         fold what flattening exposed
  *
  * After each pass the verifier checks the IR's invariants (QBE's ssacheck);
@@ -24,7 +29,9 @@
  *   - IR_BIN operands have one type; compares and && || give bool; select
  *     conditions are bool and its arms have the select's type; builtin
  *     arguments have the call's type;
- *   - failure sites are in range; S_CHECK's value is an IR_FAIL.
+ *   - failure sites are in range; S_CHECK's value is an IR_FAIL;
+ *   - local buffers are accessed only inside their S_ALLOC, with one int64
+ *     index, and hold no S_CHECK (its early return would skip the free).
  */
 #include "tc.h"
 
@@ -36,6 +43,7 @@ typedef struct Verify {
   const char *after;
   int flat;               /* 1: accesses have one index, 0: rank, -1: not known yet */
   VEC(IRVar *) scope;     /* loop variables and locals in scope */
+  VEC(Buffer *) locals;   /* local buffers in scope (S_ALLOC) */
 } Verify;
 
 #define VCHECK(V, cond, what)                                                 \
@@ -47,12 +55,16 @@ static void vfail(Verify *V, int line, const char *what) {
 }
 
 /* Pass names in pipeline order; accesses are flat from "flatten" on. */
-static const char *const pass_names[] = {"lower", "schedule", "flatten", "simplify"};
+static const char *const pass_names[] = {"lower",    "inline",  "fuse",       "fold",    "tile",
+                                         "schedule", "flatten", "specialize", "simplify"};
 
 static int flat_after(const char *after) {
-  for (int i = 0; i < (int)(sizeof pass_names / sizeof pass_names[0]); i++)
+  int flat = 0;
+  for (int i = 0; i < (int)(sizeof pass_names / sizeof pass_names[0]); i++) {
+    flat |= !strcmp(pass_names[i], "flatten");
     if (!strcmp(pass_names[i], after))
-      return i >= 2;
+      return flat;
+  }
   return -1;
 }
 
@@ -93,6 +105,16 @@ static void check_expr(Verify *V, const IRExpr *e);
 
 static void check_access(Verify *V, Buffer *b, IRExpr *const *idx, int nidx) {
   IRFunc *f = V->f;
+  if (b && b->local) {
+    bool live = false;
+    for (int i = 0; i < V->locals.len; i++)
+      live |= V->locals.data[i] == b;
+    VCHECK(V, live, arena_printf(V->c->arena, "local buffer %s used outside its alloc", b->name));
+    VCHECK(V, b->rank == 1 && nidx == 1, "local buffer access with more than one index");
+    VCHECK(V, idx[0] && idx[0]->type == TC_INT64, "index not int64");
+    check_expr(V, idx[0]);
+    return;
+  }
   VCHECK(V, b && b->slot >= 0 && b->slot < V->f->nbufs && f->bufs[b->slot] == b,
          "access to a foreign buffer");
   if (b->rank != 1) {
@@ -235,8 +257,26 @@ static void check_stmt(Verify *V, const IRStmt *s) {
     check_expr(V, s->cond);
     VCHECK(V, s->cond->type == TC_BOOL, "check condition not bool");
     VCHECK(V, s->value && s->value->kind == IR_FAIL, "check without a failure");
+    VCHECK(V, V->locals.len == 0, "check inside an alloc (its early return would leak)");
     check_expr(V, s->value);
     return;
+  case S_ALLOC: {
+    int lmark = V->locals.len;
+    VCHECK(V, s->buf && s->buf->local && s->buf->rank == 1 && s->buf->slot < 0,
+           "alloc of a buffer that is not local");
+    VCHECK(V, s->site >= 0 && s->site < V->f->sites.len &&
+                  V->f->sites.data[s->site].kind == FAIL_NOMEM,
+           "alloc without an out-of-memory failure site");
+    check_expr(V, s->extent);
+    VCHECK(V, s->extent->type == TC_INT64, "alloc extent not int64");
+    for (int i = 0; i < V->locals.len; i++)
+      VCHECK(V, V->locals.data[i] != s->buf, "local buffer allocated twice");
+    vec_push(V->c->arena, &V->locals, s->buf);
+    check_stmt(V, s->body);
+    V->locals.len = lmark;
+    V->scope.len = mark;
+    return;
+  }
   case NUM_IR_STMT_KINDS:
     break;
   }
@@ -262,10 +302,36 @@ static void after_pass(Ctx *c, IRFunc *f, const char *pass, Buf *dump) {
 IRFunc *pipeline_run(Ctx *c, Def *d, Buf *dump) {
   IRFunc *f = lower_def(c, d);
   after_pass(c, f, "lower", dump);
+  inline_func(c, f);
+  after_pass(c, f, "inline", dump);
+  fuse_func(c, f);
+  after_pass(c, f, "fuse", dump);
+  fold_func(c, f);
+  after_pass(c, f, "fold", dump);
+  tile_func(c, f, tile_host_vector_bytes());
+  after_pass(c, f, "tile", dump);
   schedule_default(c, f);
   after_pass(c, f, "schedule", dump);
   flatten_func(c, f);
   after_pass(c, f, "flatten", dump);
+  specialize_func(c, f);
+  after_pass(c, f, "specialize", dump);
+  f->body = simplify_stmt(c, f->body);
+  after_pass(c, f, "simplify", dump);
+  return f;
+}
+
+/* The CUDA target's list: the GPU schedule (kernels, blocks, threads) in
+ * place of the CPU's; emit_cuda.c follows. */
+IRFunc *pipeline_run_gpu(Ctx *c, Def *d, Buf *dump) {
+  IRFunc *f = lower_def(c, d);
+  after_pass(c, f, "lower", dump);
+  schedule_gpu(c, f);
+  after_pass(c, f, "schedule_gpu", dump);
+  flatten_func(c, f);
+  after_pass(c, f, "flatten", dump);
+  specialize_func(c, f);
+  after_pass(c, f, "specialize", dump);
   f->body = simplify_stmt(c, f->body);
   after_pass(c, f, "simplify", dump);
   return f;

@@ -54,6 +54,7 @@ struct tc_context {
   char *identity;                      /* jit_identity, on first use */
   Cache *cache;
   Pool *pool;                          /* on first use */
+  Cuda *cuda;                          /* driver and NVRTC, loaded on first use */
 };
 
 void tc_context_options_init(tc_context_options *o) {
@@ -116,8 +117,9 @@ tc_status tc_context_new(const tc_context_options *opts, tc_context **out, tc_er
   ctx->debug_passes = env_has("TENSORC_DEBUG", "passes");
   ctx->jit = (JitConfig){ctx->cc, ctx->extra_cflags, ctx->verbose};
   ctx->cache = cache_new(ctx->cache_dir);
+  ctx->cuda = cuda_new();
   if (!ctx->cc || (extra && !ctx->extra_cflags) || (o.disk_cache && !ctx->cache_dir) ||
-      !ctx->cache) {
+      !ctx->cache || !ctx->cuda) {
     tc_context_free(ctx);
     goto oom;
   }
@@ -133,6 +135,7 @@ void tc_context_free(tc_context *ctx) {
     return;
   pool_free(ctx->pool);
   cache_free(ctx->cache);
+  cuda_free(ctx->cuda);
   free(ctx->identity);
   free(ctx->cc);
   free(ctx->cache_dir);
@@ -199,6 +202,7 @@ typedef struct Kernel {
   tc_kernel_fn run;
   int source;          /* 0 compiled, 1 memory cache, 2 disk cache */
   char path[512];
+  CudaEntry *cuda;     /* the CUDA code, lowered on first CUDA use */
 } Kernel;
 
 struct tc_program {
@@ -208,6 +212,8 @@ struct tc_program {
   char *text, *name;   /* our copies */
   Program *prog;
   Kernel *kernels;     /* one per def */
+  const tc_constant *consts; /* during tc_compile_ex only */
+  int nconsts;
 };
 
 static void compile_step(Ctx *c, void *st) {
@@ -215,7 +221,7 @@ static void compile_step(Ctx *c, void *st) {
   int ntoks;
   Token *toks = lex_tokenize(c, &ntoks);
   Program *prog = parse_program(c, toks);
-  sema_program(c, prog);
+  sema_program_ex(c, prog, p->consts, p->nconsts);
   for (int i = 0; i < prog->ndefs; i++)
     infer_def(c, prog->defs[i]);
   p->prog = prog;
@@ -223,8 +229,14 @@ static void compile_step(Ctx *c, void *st) {
 
 tc_status tc_compile(tc_context *ctx, const char *filename, const char *source, size_t len,
                      tc_program **out, tc_error *err) {
+  return tc_compile_ex(ctx, filename, source, len, NULL, 0, out, err);
+}
+
+tc_status tc_compile_ex(tc_context *ctx, const char *filename, const char *source, size_t len,
+                        const tc_constant *consts, int n_consts, tc_program **out,
+                        tc_error *err) {
   error_clear(err);
-  if (!out || !ctx || (!source && len)) {
+  if (!out || !ctx || (!source && len) || n_consts < 0 || (n_consts && !consts)) {
     error_set(err, TC_ERR_ARGUMENT, NULL, (Loc){0, 0}, "tc_compile: NULL argument");
     return TC_ERR_ARGUMENT;
   }
@@ -241,7 +253,11 @@ tc_status tc_compile(tc_context *ctx, const char *filename, const char *source, 
     memcpy(p->text, source, len);
   p->text[len] = '\0';
   p->file = (SrcFile){p->name, p->text, len};
+  p->consts = consts;
+  p->nconsts = n_consts;
   tc_status st = protect(&p->arena, &p->file, err, compile_step, p);
+  p->consts = NULL;
+  p->nconsts = 0;
   if (st != TC_OK) {
     tc_program_free(p);
     return st;
@@ -264,6 +280,7 @@ void tc_program_free(tc_program *p) {
     return;
   if (p->kernels) {
     for (int i = 0; i < p->prog->ndefs; i++) {
+      cuda_entry_free(p->ctx->cuda, p->kernels[i].cuda);
       arena_free(&p->kernels[i].arena);
       pthread_mutex_destroy(&p->kernels[i].mu);
     }
@@ -487,6 +504,117 @@ tc_status tc_infer_shapes(const tc_program *p, int entry, const tc_shape *inputs
 }
 
 /* ================================================================
+ * output sizes as postfix programs (tc_output_size)
+ * ================================================================ */
+
+typedef struct SizeProg {
+  tc_size_op *ops;
+  int cap, n;
+  bool unsupported;
+} SizeProg;
+
+static void size_push(SizeProg *sp, tc_size_opcode op, int input, int dim, int64_t value) {
+  if (sp->n < sp->cap)
+    sp->ops[sp->n] = (tc_size_op){op, input, dim, value};
+  sp->n++;
+}
+
+static const tc_size_opcode size_binops[NUM_BINOPS] = {
+    [OP_ADD] = TC_SIZE_ADD, [OP_SUB] = TC_SIZE_SUB, [OP_MUL] = TC_SIZE_MUL,
+    [OP_DIV] = TC_SIZE_DIV, [OP_MOD] = TC_SIZE_MOD, [OP_LT] = TC_SIZE_LT,
+    [OP_LE] = TC_SIZE_LE,   [OP_GT] = TC_SIZE_GT,   [OP_GE] = TC_SIZE_GE,
+    [OP_EQ] = TC_SIZE_EQ,   [OP_NE] = TC_SIZE_NE,   [OP_AND] = TC_SIZE_AND,
+    [OP_OR] = TC_SIZE_OR,   [OP_MIN] = TC_SIZE_MIN, [OP_MAX] = TC_SIZE_MAX,
+};
+
+static void size_sym(SizeProg *sp, const SizeSym *s) {
+  if (!s->tensor || s->tensor->role != T_INPUT)
+    sp->unsupported = true;
+  else
+    size_push(sp, TC_SIZE_DIM, s->tensor->id, s->dim, 0);
+}
+
+/* Appends the postfix form of an integer expression over size symbols. */
+static void size_expr(SizeProg *sp, const IRExpr *e) {
+  if (!e || sp->unsupported || !(dtype_is_int(e->type) || e->type == TC_BOOL)) {
+    sp->unsupported = true;
+    return;
+  }
+  switch (e->kind) {
+  case IR_INT:
+    size_push(sp, TC_SIZE_CONST, 0, 0, e->ival);
+    return;
+  case IR_VAR:
+    if (e->var->kind == VAR_SIZE && e->var->sym)
+      size_sym(sp, e->var->sym);
+    else
+      sp->unsupported = true;
+    return;
+  case IR_BIN:
+    size_expr(sp, e->a);
+    size_expr(sp, e->b);
+    size_push(sp, size_binops[e->op], 0, 0, 0);
+    return;
+  case IR_UN:
+    size_expr(sp, e->a);
+    size_push(sp, e->op == OP_NOT ? TC_SIZE_NOT : TC_SIZE_NEG, 0, 0, 0);
+    return;
+  case IR_SELECT:
+    size_expr(sp, e->a);
+    size_expr(sp, e->b);
+    size_expr(sp, e->c);
+    size_push(sp, TC_SIZE_SELECT, 0, 0, 0);
+    return;
+  case IR_CAST:
+    size_expr(sp, e->a);
+    if (e->type == TC_BOOL) {
+      size_push(sp, TC_SIZE_CONST, 0, 0, 0);
+      size_push(sp, TC_SIZE_NE, 0, 0, 0);
+    } else if (dtype_info[e->type].bits < 32) {
+      sp->unsupported = true; /* a narrowing wrap */
+    }
+    return;
+  default:
+    sp->unsupported = true;
+    return;
+  }
+}
+
+tc_status tc_output_size(const tc_program *p, int entry, int output, int dim,
+                         tc_size_op *ops, int cap, int *n, tc_error *err) {
+  error_clear(err);
+  Def *d = get_def(p, entry, err);
+  if (!d)
+    return TC_ERR_ARGUMENT;
+  if (output < 0 || output >= d->noutputs || !n || cap < 0 || (cap && !ops)) {
+    arg_error(err, "%s: tc_output_size: bad output %d or buffer", d->name, output);
+    return TC_ERR_ARGUMENT;
+  }
+  const Tensor *t = d->tensors[d->ninputs + output];
+  if (dim < 0 || dim >= t->rank) {
+    arg_error(err, "%s: output %s has no dim %d (rank %d)", d->name, t->name, dim, t->rank);
+    return TC_ERR_ARGUMENT;
+  }
+  SizeProg sp = {ops, cap, 0, false};
+  if (t->size && t->size[dim])
+    size_expr(&sp, t->size[dim]);
+  else if (t->dims && !t->dims[dim].sym)
+    size_push(&sp, TC_SIZE_CONST, 0, 0, t->dims[dim].value);
+  else if (t->dims)
+    size_sym(&sp, t->dims[dim].sym);
+  else
+    sp.unsupported = true;
+  *n = sp.n;
+  if (sp.unsupported) {
+    error_set(err, TC_ERR_UNSUPPORTED, NULL, (Loc){0, 0},
+              "%s: the size of output %s dim %d is not an expression of the input sizes",
+              d->name, t->name, dim);
+    return TC_ERR_UNSUPPORTED;
+  }
+  return TC_OK;
+}
+
+/* ================================================================
  * binding DLTensors
  * ================================================================ */
 
@@ -549,9 +677,9 @@ static tc_status check_tensor(const Def *d, const Tensor *t, const DLTensor *dl,
     arg_error(err, "%s: %s is NULL", d->name, t->name);
     return TC_ERR_ARGUMENT;
   }
-  if (dl->device.device_type != kDLCPU) {
+  if (dl->device.device_type != kDLCPU && dl->device.device_type != kDLCUDA) {
     error_set(err, TC_ERR_UNSUPPORTED, NULL, (Loc){0, 0},
-              "%s: %s is on device %s:%d; only CPU tensors are supported by this build",
+              "%s: %s is on device %s:%d; only CPU and CUDA tensors are supported",
               d->name, t->name, device_name(dl->device.device_type), (int)dl->device.device_id);
     return TC_ERR_UNSUPPORTED;
   }
@@ -787,14 +915,18 @@ static tc_status alloc_temps(Def *d, Run *r, tc_error *err) {
 typedef struct LowerJob {
   Def *def;
   Buf *dump;   /* IR after each pass, or NULL */
-  Buf *source; /* generated C, or NULL */
+  Buf *source; /* generated C (CUDA C with `cuda`), or NULL */
   IRFunc *fn;
+  bool cuda;   /* the CUDA pass list and emitter */
+  GpuPlan *plan;
 } LowerJob;
 
 static void lower_step(Ctx *c, void *st) {
   LowerJob *j = st;
-  j->fn = pipeline_run(c, j->def, j->dump);
-  if (j->source)
+  j->fn = j->cuda ? pipeline_run_gpu(c, j->def, j->dump) : pipeline_run(c, j->def, j->dump);
+  if (j->source && j->cuda)
+    j->plan = emitcuda_func(c, j->fn, j->source);
+  else if (j->source)
     emitc_func(c, j->fn, j->source);
 }
 
@@ -928,6 +1060,10 @@ static tc_status report_failure(tc_program *p, const IRFunc *fn, const RunRT *r,
     error_set(err, TC_ERR_RUNTIME, &p->file, s->loc,
               "%s has a boundary condition on dim %d, which has extent 0", name, s->dim);
     break;
+  case FAIL_NOMEM:
+    error_set(err, TC_ERR_NOMEM, &p->file, s->loc,
+              "out of memory: the kernel's scratch buffer of %lld bytes", value);
+    return TC_ERR_NOMEM;
   }
   return TC_ERR_RUNTIME;
 }
@@ -975,9 +1111,130 @@ static tc_status run_kernel(tc_program *p, int entry, Run *r, tc_error *err) {
   return st;
 }
 
-/* Binds everything for a run on caller-provided outputs. */
+/* ================================================================
+ * CUDA runs (cuda.c does the device's part)
+ * ================================================================ */
+
+void tc_run_options_init(tc_run_options *o) {
+  memset(o, 0, sizeof *o);
+  o->target = TC_TARGET_C;
+}
+
+static const char *param_name(const Def *d, int i, int n_inputs) {
+  int id = i < n_inputs ? i : d->ninputs + (i - n_inputs);
+  bool ok = i < n_inputs ? i < d->ninputs : i - n_inputs < d->noutputs;
+  return ok ? d->tensors[id]->name : "?";
+}
+
+/* The one device all the run's tensors are on (CPU, or one CUDA device). */
+static tc_status common_device(const Def *d, DLTensor *const *inputs, int n_inputs,
+                               DLTensor *const *outputs, int n_outputs, DLDevice *dev,
+                               tc_error *err) {
+  int first = -1;
+  *dev = (DLDevice){kDLCPU, 0};
+  for (int i = 0; i < n_inputs + n_outputs; i++) {
+    DLTensor *const *arr = i < n_inputs ? inputs : outputs;
+    const DLTensor *t = arr ? arr[i < n_inputs ? i : i - n_inputs] : NULL;
+    if (!t)
+      continue; /* binding reports it */
+    DLDevice v = t->device;
+    if (v.device_type == kDLCPU)
+      v.device_id = 0;
+    if (first < 0) {
+      *dev = v;
+      first = i;
+    } else if (v.device_type != dev->device_type || v.device_id != dev->device_id) {
+      arg_error(err, "%s: %s is on %s:%d but %s is on %s:%d (the tensors of a run must be on "
+                "one device)", d->name, param_name(d, i, n_inputs),
+                device_name(v.device_type), (int)v.device_id, param_name(d, first, n_inputs),
+                device_name(dev->device_type), (int)dev->device_id);
+      return TC_ERR_ARGUMENT;
+    }
+  }
+  return TC_OK;
+}
+
+/* CUDA runs give temporaries device memory: here only their views. */
+static tc_status temp_views(Def *d, Run *r, tc_error *err) {
+  for (int id = d->ninputs + d->noutputs; id < d->ntensors; id++) {
+    const Tensor *t = d->tensors[id];
+    View *v = &r->b.views[id];
+    int64_t n = num_elements(&r->shapes[id]), bytes;
+    if (n < 0 || !mul64(n, (int64_t)tc_dtype_size(t->dtype), &bytes)) {
+      arg_error(err, "%s: temporary %s would be too large", d->name, t->name);
+      return TC_ERR_ARGUMENT;
+    }
+    v->data = NULL;
+    v->dtype = t->dtype;
+    v->rank = t->rank;
+    int64_t stride = 1;
+    for (int k = t->rank - 1; k >= 0; k--) {
+      v->shape[k] = r->shapes[id].dims[k];
+      v->stride[k] = stride;
+      stride *= v->shape[k] ? v->shape[k] : 1;
+    }
+  }
+  return TC_OK;
+}
+
+/* Lowers the entry for CUDA (once) and loads its module on `device`.
+ * Caller holds k->mu. */
+static tc_status prepare_cuda_locked(tc_program *p, int entry, int device, CudaModule **m,
+                                     int *how, tc_error *err) {
+  Kernel *k = &p->kernels[entry];
+  tc_context *ctx = p->ctx;
+  if (!k->cuda) {
+    Arena a = {0};
+    Buf src = {0}, dump = {0};
+    LowerJob j = {.source = &src, .dump = ctx->debug_passes ? &dump : NULL, .cuda = true};
+    tc_status st = lower_entry(p, p->prog->defs[entry], &a, &j, err);
+    if (dump.s)
+      fprintf(stderr, "%s", dump.s);
+    buf_free(&dump);
+    if (!st && !(k->cuda = cuda_entry_new(&a, j.fn, j.plan, src.s, src.len))) {
+      error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+      st = TC_ERR_NOMEM;
+    }
+    buf_free(&src);
+    arena_free(&a);
+    if (st)
+      return st;
+  }
+  tc_status st = cuda_entry_module(ctx->cuda, ctx->cache, k->cuda, device, m, how, err);
+  if (!st && ctx->verbose && *how != 1) {
+    static const char *const text[] = {"compiled by NVRTC", "", "from the disk cache"};
+    fprintf(stderr, "tensorc: %s: CUDA kernels for device %d %s\n", p->prog->defs[entry]->name,
+            device, text[*how]);
+  }
+  return st;
+}
+
+static tc_status run_cuda(tc_program *p, int entry, Run *r, void *stream, int device,
+                          bool staged, tc_error *err) {
+  Kernel *k = &p->kernels[entry];
+  CudaModule *m = NULL;
+  int how;
+  pthread_mutex_lock(&k->mu);
+  tc_status st = prepare_cuda_locked(p, entry, device, &m, &how, err);
+  CudaEntry *e = k->cuda;
+  pthread_mutex_unlock(&k->mu);
+  if (st)
+    return st;
+  IRFunc *fn = cuda_entry_fn(e);
+  CudaFailure fl;
+  st = cuda_run(p->ctx->cuda, m, fn, cuda_entry_plan(e), &r->b, device, stream, staged, &fl, err);
+  if (st || !fl.failed)
+    return st;
+  RunRT rt = {{NULL, NULL, 0}, NULL, 0, fl.site, fl.value, fl.bound};
+  atomic_store(&rt.claimed, 1);
+  return report_failure(p, fn, &rt, err);
+}
+
+/* Binds everything for a run on caller-provided outputs; a CUDA run's
+ * temporaries get no host memory. */
 static tc_status bind_all(tc_program *p, int entry, DLTensor *const *inputs, int n_inputs,
-                          DLTensor *const *outputs, int n_outputs, Run *r, tc_error *err) {
+                          DLTensor *const *outputs, int n_outputs, Run *r, bool cuda,
+                          tc_error *err) {
   Def *d = get_def(p, entry, err);
   if (!d)
     return TC_ERR_ARGUMENT;
@@ -985,23 +1242,76 @@ static tc_status bind_all(tc_program *p, int entry, DLTensor *const *inputs, int
   if (!st)
     st = bind_outputs(d, outputs, r, err);
   if (!st)
-    st = alloc_temps(d, r, err);
+    st = cuda ? temp_views(d, r, err) : alloc_temps(d, r, err);
+  return st;
+}
+
+tc_status tc_run_ex(tc_program *p, int entry, DLTensor *const *inputs, int n_inputs,
+                    DLTensor *const *outputs, int n_outputs, const tc_run_options *opts,
+                    tc_error *err) {
+  error_clear(err);
+  tc_run_options o;
+  tc_run_options_init(&o);
+  if (opts)
+    o = *opts;
+  if (o.target != TC_TARGET_C && o.target != TC_TARGET_INTERP && o.target != TC_TARGET_CUDA) {
+    arg_error(err, "unknown target %d", (int)o.target);
+    return TC_ERR_ARGUMENT;
+  }
+  Def *d = get_def(p, entry, err);
+  if (!d)
+    return TC_ERR_ARGUMENT;
+  DLDevice dev;
+  tc_status st = common_device(d, inputs, n_inputs, outputs, n_outputs, &dev, err);
+  if (st)
+    return st;
+  bool on_gpu = dev.device_type == kDLCUDA;
+  if (on_gpu && o.target == TC_TARGET_INTERP) {
+    error_set(err, TC_ERR_UNSUPPORTED, NULL, (Loc){0, 0},
+              "%s: the interpreter runs on CPU tensors only (these are on cuda:%d)", d->name,
+              (int)dev.device_id);
+    return TC_ERR_UNSUPPORTED;
+  }
+  bool cuda = on_gpu || o.target == TC_TARGET_CUDA;
+  Run r = {0};
+  st = bind_all(p, entry, inputs, n_inputs, outputs, n_outputs, &r, cuda, err);
+  if (!st && cuda)
+    st = run_cuda(p, entry, &r, o.stream, on_gpu ? dev.device_id : o.device, !on_gpu, err);
+  else if (!st)
+    st = o.target == TC_TARGET_C ? run_kernel(p, entry, &r, err)
+                                 : interp_run(&p->file, &r.b, err);
+  run_free(&r);
   return st;
 }
 
 tc_status tc_run(tc_program *p, int entry, DLTensor *const *inputs, int n_inputs,
                  DLTensor *const *outputs, int n_outputs, tc_target target, tc_error *err) {
+  tc_run_options o;
+  tc_run_options_init(&o);
+  o.target = target;
+  return tc_run_ex(p, entry, inputs, n_inputs, outputs, n_outputs, &o, err);
+}
+
+tc_status tc_prepare_ex(tc_program *p, int entry, const tc_run_options *opts,
+                        tc_prepare_info *info, tc_error *err) {
+  if (!opts || opts->target != TC_TARGET_CUDA)
+    return tc_prepare(p, entry, info, err);
   error_clear(err);
-  if (target != TC_TARGET_C && target != TC_TARGET_INTERP) {
-    arg_error(err, "unknown target %d", (int)target);
+  double t0 = now_seconds();
+  if (!get_def(p, entry, err))
     return TC_ERR_ARGUMENT;
+  Kernel *k = &p->kernels[entry];
+  CudaModule *m;
+  int how = 0;
+  pthread_mutex_lock(&k->mu);
+  tc_status st = prepare_cuda_locked(p, entry, opts->device, &m, &how, err);
+  pthread_mutex_unlock(&k->mu);
+  if (info) {
+    memset(info, 0, sizeof *info);
+    info->source = how;
+    snprintf(info->path, sizeof info->path, "%s", p->ctx->cache_dir ? p->ctx->cache_dir : "");
+    info->seconds = now_seconds() - t0;
   }
-  Run r = {0};
-  tc_status st = bind_all(p, entry, inputs, n_inputs, outputs, n_outputs, &r, err);
-  if (!st)
-    st = target == TC_TARGET_C ? run_kernel(p, entry, &r, err)
-                               : interp_run(&p->file, &r.b, err);
-  run_free(&r);
   return st;
 }
 
@@ -1039,9 +1349,54 @@ static DLManagedTensor *new_managed(tc_dtype t, const tc_shape *s) {
   return m;
 }
 
+static void cuda_managed_deleter(DLManagedTensor *self) {
+  cuda_managed_release(self->manager_ctx);
+  free(self);
+}
+
+/* A compact output in CUDA device memory. */
+static DLManagedTensor *new_managed_cuda(tc_context *ctx, tc_dtype t, const tc_shape *s,
+                                         int device, tc_error *err) {
+  int64_t n = num_elements(s), bytes;
+  if (n < 0 || !mul64(n, (int64_t)tc_dtype_size(t), &bytes)) {
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "an output is too large");
+    return NULL;
+  }
+  DLManagedTensor *m = calloc(1, sizeof *m + 2 * (size_t)(s->rank + 1) * sizeof(int64_t));
+  if (!m) {
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    return NULL;
+  }
+  void *ptr, *mgr;
+  if (cuda_alloc_managed(ctx->cuda, device, (size_t)bytes, &ptr, &mgr, err)) {
+    free(m);
+    return NULL;
+  }
+  int64_t *shape = (int64_t *)(m + 1), *strides = shape + s->rank;
+  int64_t stride = 1;
+  for (int k = s->rank - 1; k >= 0; k--) {
+    shape[k] = s->dims[k];
+    strides[k] = stride;
+    stride *= s->dims[k] ? s->dims[k] : 1;
+  }
+  m->dl_tensor = (DLTensor){ptr, {kDLCUDA, device}, s->rank, tc_dtype_to_dl(t), shape, strides, 0};
+  m->manager_ctx = mgr;
+  m->deleter = cuda_managed_deleter;
+  return m;
+}
+
 tc_status tc_run_alloc(tc_program *p, int entry, DLTensor *const *inputs, int n_inputs,
                        DLManagedTensor **outputs, int n_outputs, tc_target target,
                        tc_error *err) {
+  tc_run_options o;
+  tc_run_options_init(&o);
+  o.target = target;
+  return tc_run_alloc_ex(p, entry, inputs, n_inputs, outputs, n_outputs, &o, err);
+}
+
+tc_status tc_run_alloc_ex(tc_program *p, int entry, DLTensor *const *inputs, int n_inputs,
+                          DLManagedTensor **outputs, int n_outputs,
+                          const tc_run_options *opts, tc_error *err) {
   error_clear(err);
   Def *d = get_def(p, entry, err);
   if (!d)
@@ -1051,7 +1406,10 @@ tc_status tc_run_alloc(tc_program *p, int entry, DLTensor *const *inputs, int n_
     return TC_ERR_ARGUMENT;
   }
   Run r = {0};
-  tc_status st = bind_inputs(d, inputs, n_inputs, n_outputs, &r, err);
+  DLDevice dev;
+  tc_status st = common_device(d, inputs, n_inputs, NULL, 0, &dev, err);
+  if (!st)
+    st = bind_inputs(d, inputs, n_inputs, n_outputs, &r, err);
   DLTensor **views = calloc((size_t)d->noutputs + 1, sizeof *views);
   for (int j = 0; j < n_outputs; j++)
     outputs[j] = NULL;
@@ -1061,6 +1419,16 @@ tc_status tc_run_alloc(tc_program *p, int entry, DLTensor *const *inputs, int n_
   }
   for (int j = 0; !st && j < d->noutputs; j++) {
     const Tensor *t = d->tensors[d->ninputs + j];
+    if (dev.device_type == kDLCUDA) {
+      outputs[j] = new_managed_cuda(p->ctx, t->dtype, &r.shapes[d->ninputs + j],
+                                    dev.device_id, err);
+      if (!outputs[j]) {
+        st = err && err->code ? err->code : TC_ERR_NOMEM;
+        break;
+      }
+      views[j] = &outputs[j]->dl_tensor;
+      continue;
+    }
     outputs[j] = new_managed(t->dtype, &r.shapes[d->ninputs + j]);
     if (!outputs[j]) {
       error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory allocating output %s",
@@ -1072,7 +1440,7 @@ tc_status tc_run_alloc(tc_program *p, int entry, DLTensor *const *inputs, int n_
   }
   run_free(&r);
   if (!st)
-    st = tc_run(p, entry, inputs, n_inputs, views, n_outputs, target, err);
+    st = tc_run_ex(p, entry, inputs, n_inputs, views, n_outputs, opts, err);
   free(views);
   if (st) {
     for (int j = 0; j < n_outputs; j++) {
@@ -1095,14 +1463,14 @@ tc_status tc_emit(tc_program *p, int entry, tc_target target, char **out, tc_err
   Def *d = get_def(p, entry, err);
   if (!d)
     return TC_ERR_ARGUMENT;
-  if (target != TC_TARGET_C) {
+  if (target != TC_TARGET_C && target != TC_TARGET_CUDA) {
     error_set(err, TC_ERR_UNSUPPORTED, NULL, (Loc){0, 0},
-              "target %d generates no source (only the C target does)", (int)target);
+              "target %d generates no source (the C and CUDA targets do)", (int)target);
     return TC_ERR_UNSUPPORTED;
   }
   Arena a = {0};
   Buf src = {0};
-  LowerJob j = {.source = &src};
+  LowerJob j = {.source = &src, .cuda = target == TC_TARGET_CUDA};
   pthread_mutex_lock(&p->kernels[entry].mu);
   tc_status st = lower_entry(p, d, &a, &j, err);
   pthread_mutex_unlock(&p->kernels[entry].mu);
@@ -1130,6 +1498,87 @@ tc_status tc_dump_passes(tc_program *p, int entry, char **out, tc_error *err) {
   if (st == TC_OK && out)
     *out = buf_detach(&dump);
   buf_free(&dump);
+  return st;
+}
+
+/* ================================================================
+ * gradients
+ * ================================================================ */
+
+typedef struct GradJob {
+  Def *def;
+  const bool *wrt;
+  Buf *out;
+} GradJob;
+
+static void grad_step(Ctx *c, void *st) {
+  GradJob *j = st;
+  grad_def(c, j->def, j->wrt, j->out);
+}
+
+/* wrt (NULL: every float input) as flags; false with err set on misuse. */
+static bool gradient_flags(const Def *d, const int *wrt, bool *flags, tc_error *err) {
+  int n = 0;
+  for (int i = 0; i < d->ninputs; i++) {
+    const Tensor *t = d->tensors[i];
+    flags[i] = wrt ? wrt[i] != 0 : dtype_is_float(t->dtype);
+    if (flags[i] && !dtype_is_float(t->dtype)) {
+      arg_error(err, "%s: input %s is %s: only floating-point inputs have gradients", d->name,
+                t->name, tc_dtype_name(t->dtype));
+      return false;
+    }
+    n += flags[i];
+  }
+  if (!n)
+    arg_error(err, "%s: no input is selected for a gradient%s", d->name,
+              wrt ? "" : " (it has no floating-point input)");
+  return n > 0;
+}
+
+tc_status tc_gradient(tc_program *p, int entry, const int *wrt, char **source_out,
+                      tc_error *err) {
+  error_clear(err);
+  if (source_out)
+    *source_out = NULL;
+  Def *d = get_def(p, entry, err);
+  if (!d)
+    return TC_ERR_ARGUMENT;
+  if (!source_out) {
+    arg_error(err, "tc_gradient: NULL source_out");
+    return TC_ERR_ARGUMENT;
+  }
+  bool *flags = calloc((size_t)d->ninputs + 1, sizeof *flags);
+  if (!flags) {
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    return TC_ERR_NOMEM;
+  }
+  tc_status st = TC_ERR_ARGUMENT;
+  Arena a = {0};
+  Buf src = {0};
+  if (gradient_flags(d, wrt, flags, err)) {
+    GradJob j = {d, flags, &src};
+    pthread_mutex_lock(&p->kernels[entry].mu);
+    st = protect(&a, &p->file, err, grad_step, &j);
+    pthread_mutex_unlock(&p->kernels[entry].mu);
+  }
+  if (st == TC_OK && src.oom) {
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    st = TC_ERR_NOMEM;
+  }
+  tc_program *check = NULL; /* the derived source must check like any other */
+  tc_error cerr;
+  if (st == TC_OK && tc_compile(p->ctx, p->name, src.s, src.len, &check, &cerr) != TC_OK) {
+    error_set(err, TC_ERR_INTERNAL, NULL, (Loc){0, 0},
+              "internal error: the backward derived from %s does not check: %s", d->name,
+              cerr.message);
+    st = TC_ERR_INTERNAL;
+  }
+  tc_program_free(check);
+  if (st == TC_OK)
+    *source_out = buf_detach(&src);
+  buf_free(&src);
+  arena_free(&a);
+  free(flags);
   return st;
 }
 

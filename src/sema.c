@@ -28,12 +28,19 @@
  *     and init (a reduction initialises with its identity exactly when it is
  *     the tensor's first definition, with or without '!').
  *
+ * Compile-time constants (tc_compile_ex): a rank-0 input named by a constant
+ * is removed from its def's inputs before step 1 (the others are renumbered)
+ * but stays declared, so its name keeps clashing as a parameter's would; every
+ * read of it becomes a literal of its dtype (the value rounded to that type),
+ * and an integer constant may also appear in where range bounds.
+ *
  * Inlining lets could blow an expression up (`b = a + a, c = b + b, ...`):
  * copies are counted against a budget per statement and their depth bounded,
  * so every later pass walks trees of bounded height and size.
  */
 #include "tc.h"
 
+#include <math.h>
 #include <string.h>
 
 #define MAX_HEIGHT 512       /* expression height after inlining lets */
@@ -92,6 +99,7 @@ typedef struct Sema {
   Def *d;
   Map tensors; /* name -> Tensor */
   Map syms;    /* name -> SizeSym */
+  Map consts;  /* name -> literal Expr, for constant parameters of this def */
 } Sema;
 
 typedef struct Let {
@@ -167,8 +175,22 @@ static bool is_written_point(const Stmt *s, const Expr *e) {
   return true;
 }
 
+/* A copy of the literal of a constant parameter, at `loc`. */
+static Expr *const_literal(Sema *S, const Expr *lit, Loc loc) {
+  Expr *n = arena_alloc(S->c->arena, sizeof *n);
+  *n = *lit;
+  n->loc = loc;
+  return n;
+}
+
 /* T(args) or a rank-0 T: a read of tensor `t`. */
 static Expr *resolve_access(Sema *S, Scope *sc, Expr *e, Tensor *t, int depth) {
+  const Expr *lit = t->role == T_INPUT && !t->rank ? map_get(&S->consts, t->name) : NULL;
+  if (lit && e->nargs)
+    error_at(S->c, e->loc, "'%s' is a compile-time constant and is read with %d %s", t->name,
+             e->nargs, plural(e->nargs, "subscript", "subscripts"));
+  if (lit)
+    return const_literal(S, lit, e->loc);
   if (t->role != T_INPUT && !t->def)
     error_at(S->c, e->loc, "'%s' is read before it is defined", t->name);
   if (e->nargs != t->rank)
@@ -366,6 +388,9 @@ static Expr *resolve_bound(Sema *S, Expr *e) {
     return e;
   case EX_IDENT: {
     SizeSym *y = map_get(&S->syms, e->name);
+    const Expr *lit = map_get(&S->consts, e->name);
+    if (!y && lit && lit->kind == EX_INT && dtype_is_int(lit->type))
+      return const_literal(S, lit, e->loc);
     if (!y)
       error_at(S->c, e->loc, "'%s' cannot appear in a where range bound: bounds may use only "
                              "integer constants and size symbols", e->name);
@@ -673,9 +698,108 @@ static void declare_temps(Sema *S) {
   d->ntensors = n + temps.len;
 }
 
-static void check_def(Ctx *c, Def *d) {
-  Sema S = {c, d, {0}, {0}};
+/* ---- compile-time constants ---- */
+
+typedef struct Consts {
+  const tc_constant *v;
+  int n;
+  bool *used; /* [n] */
+} Consts;
+
+/* A misuse of the constants: TC_ERR_ARGUMENT, located when loc.line > 0. */
+TC_PRINTF(3, 4)
+static TC_NORETURN void const_error(Ctx *c, Loc loc, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  error_vset(c->err, TC_ERR_ARGUMENT, c->file, loc, fmt, ap);
+  va_end(ap);
+  longjmp(*c->jmp, (int)TC_ERR_ARGUMENT);
+}
+
+/* x rounded to a binary format with a p-bit significand and minimum normal
+ * exponent emin, ties to even (float16: 11, -14; bfloat16: 8, -126). */
+static double round_binary(double x, int p, int emin) {
+  if (isnan(x) || isinf(x) || x == 0)
+    return x;
+  int ex;
+  frexp(fabs(x), &ex);
+  double q = ldexp(1.0, (ex - 1 < emin ? emin : ex - 1) - (p - 1));
+  return copysign(nearbyint(fabs(x) / q) * q, x);
+}
+
+/* The literal that replaces parameter `t`, given constant `k`. */
+static Expr *const_value(Ctx *c, const Tensor *t, const tc_constant *k) {
+  const DTypeInfo *d = &dtype_info[t->dtype];
+  Expr *e = arena_alloc(c->arena, sizeof *e);
+  e->loc = t->loc;
+  e->type = t->dtype;
+  e->name = t->name;
+  if (d->is_float) {
+    double v = k->is_float ? k->f : (double)k->i, r = v;
+    if (t->dtype == TC_FLOAT32)
+      r = (float)v;
+    else if (t->dtype == TC_FLOAT16)
+      r = fabs(v) >= 65520.0 ? copysign(INFINITY, v) : round_binary(v, 11, -14);
+    else if (t->dtype == TC_BFLOAT16)
+      r = (float)round_binary(v, 8, -126);
+    if (isinf(r) && !isinf(v))
+      const_error(c, t->loc, "constant '%s' = %g does not fit %s", t->name, v, d->name);
+    e->kind = EX_FLOAT;
+    e->fval = r;
+    return e;
+  }
+  if (k->is_float)
+    const_error(c, t->loc, "constant '%s' is a %s parameter: its value must be an integer, "
+                "not %g", t->name, d->name, k->f);
+  int64_t lo = 0, hi = d->is_bool ? 1 : d->bits == 64 ? INT64_MAX : ((int64_t)1 << d->bits) - 1;
+  if (d->is_signed && !d->is_bool) {
+    hi = d->bits == 64 ? INT64_MAX : ((int64_t)1 << (d->bits - 1)) - 1;
+    lo = -hi - 1;
+  }
+  if (k->i < lo || k->i > hi)
+    const_error(c, t->loc, "constant '%s' = %lld does not fit %s", t->name, (long long)k->i,
+                d->name);
+  e->kind = EX_INT;
+  e->ival = k->i;
+  return e;
+}
+
+/* Removes the inputs named by constants from the def (renumbering the other
+ * inputs and the outputs) and records their literals. */
+static void take_constants(Sema *S, Consts *k) {
+  Def *d = S->d;
+  int n = 0;
+  for (int i = 0; i < d->ninputs; i++) {
+    Tensor *t = d->tensors[i];
+    int j = 0;
+    while (j < k->n && strcmp(k->v[j].name, t->name))
+      j++;
+    if (j == k->n) {
+      t->id = t->pos = n;
+      d->tensors[n++] = t;
+      continue;
+    }
+    if (t->rank)
+      const_error(S->c, t->loc, "'%s' is given as a compile-time constant, but it is a tensor "
+                  "of rank %d: only scalar (rank-0) parameters can be constants", t->name,
+                  t->rank);
+    k->used[j] = true;
+    declare_tensor(S, t);
+    map_put(S->c->arena, &S->consts, t->name, const_value(S->c, t, &k->v[j]));
+  }
+  for (int i = 0; n < d->ninputs && i < d->noutputs; i++) {
+    Tensor *t = d->tensors[d->ninputs + i];
+    t->id = n + i;
+    d->tensors[n + i] = t;
+  }
+  d->ntensors -= d->ninputs - n;
+  d->ninputs = n;
+}
+
+static void check_def(Ctx *c, Def *d, Consts *k) {
+  Sema S = {c, d, {0}, {0}, {0}};
   SymVec syms = {NULL, 0, 0};
+  take_constants(&S, k);
   declare_inputs(&S, &syms);
   d->syms = syms.data;
   d->nsyms = syms.len;
@@ -690,7 +814,18 @@ static void check_def(Ctx *c, Def *d) {
     check_stmt(&S, d->stmts[i]);
 }
 
-void sema_program(Ctx *c, Program *p) {
+void sema_program(Ctx *c, Program *p) { sema_program_ex(c, p, NULL, 0); }
+
+void sema_program_ex(Ctx *c, Program *p, const tc_constant *consts, int nconsts) {
+  Consts k = {consts, nconsts > 0 && consts ? nconsts : 0, NULL};
+  k.used = arena_alloc(c->arena, sizeof *k.used * (size_t)(k.n + 1));
+  for (int i = 0; i < k.n; i++) {
+    if (!k.v[i].name || !*k.v[i].name)
+      const_error(c, (Loc){0, 0}, "compile-time constant %d has no name", i);
+    for (int j = 0; j < i; j++)
+      if (!strcmp(k.v[i].name, k.v[j].name))
+        const_error(c, (Loc){0, 0}, "compile-time constant '%s' is given twice", k.v[i].name);
+  }
   Map names = {0};
   for (int i = 0; i < p->ndefs; i++) {
     Def *d = p->defs[i];
@@ -701,7 +836,11 @@ void sema_program(Ctx *c, Program *p) {
     map_put(c->arena, &names, d->name, d);
   }
   for (int i = 0; i < p->ndefs; i++)
-    check_def(c, p->defs[i]);
+    check_def(c, p->defs[i], &k);
+  for (int i = 0; i < k.n; i++)
+    if (!k.used[i])
+      const_error(c, (Loc){0, 0}, "compile-time constant '%s': no definition has a parameter "
+                  "of that name", k.v[i].name);
 }
 
 Def *sema_find_def(Program *p, const char *name) {

@@ -20,6 +20,7 @@
  *   cache.c    kernel cache, memory + disk, atomic, checksummed
  *   pool.c     pthread pool for parallel loops
  *   interp.c   reference interpreter over the checked program (test oracle)
+ *   grad.c     reverse-mode differentiation: a def's backward as TC source
  *   runtime.c  public API: contexts, programs, binding tensors, running
  *   ir.c       IR constructors, printer, mutator helpers, evaluation
  *   util.c     arenas, string buffers, errors, hashing, dtype table
@@ -420,6 +421,11 @@ void ast_print_def(Buf *b, const Def *d);
  * a parsed Program; guarantees every Expr is of a resolved kind with `type`
  * set, Stmt.vars/lhs/init/first_def set, Tensor.dtype set. */
 void sema_program(Ctx *c, Program *p);
+/* The same with compile-time constants (tc_compile_ex): each replaces the
+ * rank-0 input of its name in every def declaring one (removed from
+ * Def.tensors; reads become literals of the input's dtype).  Misuse is
+ * TC_ERR_ARGUMENT through c->jmp. */
+void sema_program_ex(Ctx *c, Program *p, const tc_constant *consts, int nconsts);
 /* Returns the def with that name, or NULL. */
 Def *sema_find_def(Program *p, const char *name);
 
@@ -436,6 +442,15 @@ bool infer_affine(Ctx *c, Stmt *s, Expr *sub, int64_t *coef, IRExpr **rest);
 /* Appends each statement's index ranges ("  i in [0, z_N)") and each
  * output/temporary's size, for `tensorc explain`.  Requires infer_def. */
 void infer_print_def(Buf *b, Def *d);
+
+/* ================================================================
+ * grad.c
+ * ================================================================ */
+/* Appends the TC source of the backward of `d` (def "<name>_grad"; the
+ * calling convention is tc_gradient's, docs/gradients.md).  Requires a
+ * checked, inferred Def; wrt[i]: input i gets a gradient (float inputs
+ * only).  error_at() at a construct it cannot differentiate. */
+void grad_def(Ctx *c, Def *d, const bool *wrt, Buf *out);
 
 /* ================================================================
  * IR (ir.c: constructors, printer, mutators, evaluation)
@@ -487,6 +502,8 @@ struct Buffer {
   int dim_offset;    /* first index of this buffer in kernel shape[]/stride[] */
   IRVar *shape[TC_MAX_RANK];
   IRVar *stride[TC_MAX_RANK];
+  bool local;        /* a kernel's scratch (S_ALLOC): rank 1, no tensor, slot -1,
+                        no shape/stride variables; contents undefined on entry */
 };
 
 struct IRExpr {
@@ -523,7 +540,8 @@ extern const char *const for_kind_names[];
   X(S_DECL)   /* declare local var = value */                                 \
   X(S_ASSIGN) /* local var = value */                                         \
   X(S_IF)     /* if cond then [else els] */                                   \
-  X(S_CHECK)  /* if !cond: evaluate `value` (an IR_FAIL) and stop the kernel */
+  X(S_CHECK)  /* if !cond: evaluate `value` (an IR_FAIL) and stop the kernel */ \
+  X(S_ALLOC)  /* local buffer `buf` of `extent` elements, live in `body` */
 typedef enum {
 #define X(n) n,
   IR_STMT_KIND_LIST(X)
@@ -535,12 +553,13 @@ struct IRStmt {
   IRStmtKind kind;
   Loc loc;
   IRVar *var;           /* S_FOR, S_DECL, S_ASSIGN */
-  IRExpr *lo, *extent;  /* S_FOR */
+  IRExpr *lo, *extent;  /* S_FOR; S_ALLOC: extent (elements, int64) */
   ForKind fkind;        /* S_FOR */
-  IRStmt *body;         /* S_FOR */
+  IRStmt *body;         /* S_FOR, S_ALLOC */
   IRStmt **stmts;       /* S_BLOCK */
   int n;
-  Buffer *buf;          /* S_STORE */
+  Buffer *buf;          /* S_STORE, S_ALLOC */
+  int site;             /* S_ALLOC: the failure site when memory runs out */
   IRExpr **idx;         /* S_STORE */
   int nidx;
   IRExpr *value;        /* S_STORE, S_DECL, S_ASSIGN, S_CHECK (IR_FAIL) */
@@ -552,7 +571,8 @@ struct IRStmt {
 typedef enum {
   FAIL_INDEX,   /* a subscript out of range: value = index, bound = extent */
   FAIL_RANGE,   /* an up-front check: a read reaches `value` but extent is `bound` */
-  FAIL_BC_EMPTY /* a boundary condition on a dimension of extent 0 */
+  FAIL_BC_EMPTY, /* a boundary condition on a dimension of extent 0 */
+  FAIL_NOMEM     /* a local buffer (S_ALLOC) of `value` bytes could not be allocated */
 } FailKind;
 typedef struct FailSite {
   FailKind kind;
@@ -573,6 +593,7 @@ typedef struct IRFunc {
   IRStmt *body;
   VEC(FailSite) sites;
   int nvars;       /* counter for fresh names */
+  struct GpuHint *gpu; /* schedule_gpu.c -> emit_cuda.c: what loop kinds cannot say */
 } IRFunc;
 
 /* constructors (arena from the Ctx) */
@@ -595,6 +616,7 @@ IRStmt *ir_decl(Ctx *c, IRVar *v, IRExpr *value);
 IRStmt *ir_assign(Ctx *c, IRVar *v, IRExpr *value);
 IRStmt *ir_if(Ctx *c, IRExpr *cond, IRStmt *then, IRStmt *els);
 IRStmt *ir_check(Ctx *c, IRExpr *cond, IRExpr *fail);
+IRStmt *ir_alloc(Ctx *c, Buffer *b, IRExpr *extent, int site, IRStmt *body);
 
 /* Integer helpers on symbolic int64 expressions (fold constants). */
 IRExpr *ir_add(Ctx *c, IRExpr *a, IRExpr *b);
@@ -644,10 +666,31 @@ bool simplify_prove_le(Ctx *c, IRExpr *a, IRExpr *b);
  * boundary conditions rewritten into safe index arithmetic; non-affine or
  * conditional subscripts guarded per element (IR_SELECT + IR_FAIL). */
 IRFunc *lower_def(Ctx *c, Def *d);
-/* schedule.c: marks loop kinds (outermost parallel, innermost vectorized). */
+/* inline.c: pointwise temporaries computed where they are read (their
+ * nests removed).  fuse.c: adjacent nests over the same outer loop that
+ * share only that loop's slices become one nest.  Both before schedule. */
+void inline_func(Ctx *c, IRFunc *f);
+void fuse_func(Ctx *c, IRFunc *f);
+/* fold.c: after fuse, a temporary accessed only in one top-level loop, at
+ * the loop's variable in one dimension, becomes a local buffer of its other
+ * dimensions around the loop's body. */
+void fold_func(Ctx *c, IRFunc *f);
+/* tile.c: contractions (a `+=` of products into 2+ dims, float32/64) as
+ * register tiles over packed panels, for vectors of `vector_bytes`. */
+int tile_host_vector_bytes(void);
+void tile_func(Ctx *c, IRFunc *f, int vector_bytes);
+/* schedule.c: marks loop kinds (outermost parallel, innermost vectorized,
+ * including reductions), splits 1-d parallel loops into vector blocks. */
 void schedule_default(Ctx *c, IRFunc *f);
+/* One innermost loop vectorized (with loop-invariant loads hoisted), or
+ * partitioned into edges and a vectorized interior free of boundary tests,
+ * or returned as it is; for tile.c's packing loops. */
+IRStmt *schedule_vector_loop(Ctx *c, IRFunc *f, IRStmt *loop);
 /* flatten.c: multi-dim IR_LOAD/S_STORE -> one flat index using stride vars. */
 void flatten_func(Ctx *c, IRFunc *f);
+/* specialize.c: after flatten, each statement with vectorized loops gets a
+ * unit-stride version, chosen at run time when its strides are 1. */
+void specialize_func(Ctx *c, IRFunc *f);
 /* pipeline.c: runs the passes in order; when `dump` is non-NULL appends the
  * IR after each pass.  Runs ir_verify between passes. */
 IRFunc *pipeline_run(Ctx *c, Def *d, Buf *dump);
@@ -722,6 +765,13 @@ void cache_free(Cache *k); /* dlcloses every handle */
 tc_status cache_get(Cache *k, const JitConfig *cfg, const char *identity,
                     const char *source, size_t len, tc_kernel_fn *fn, int *how,
                     char *path, size_t pathlen, tc_error *err);
+/* Other artifacts (CUDA cubins) on disk only: `<dir>/<hex key>.<ext>`,
+ * verified on load (a bad entry is removed: false), published atomically.
+ * *out is malloc'ed. */
+bool cache_blob_load(Cache *k, const char *identity, const char *source, size_t len,
+                     const char *ext, unsigned char **out, size_t *n);
+void cache_blob_store(Cache *k, const char *identity, const char *source, size_t len,
+                      const char *ext, const unsigned char *data, size_t n);
 
 /* ================================================================
  * pool.c
@@ -758,5 +808,126 @@ typedef struct Binding {
 /* Runs the def by direct evaluation of the checked program.  Errors (an
  * index out of range...) are TC_ERR_RUNTIME located at the access. */
 tc_status interp_run(const SrcFile *file, const Binding *b, tc_error *err);
+
+/* ================================================================
+ * schedule_gpu.c / emit_cuda.c / cuda.c: the CUDA back end
+ * ================================================================ */
+/* schedule_gpu.c: maps a lowered IRFunc (multi-dim accesses, serial loops)
+ * onto kernels, blocks and threads; the GPU dialect of the IR is described
+ * at the top of that file. */
+void schedule_gpu(Ctx *c, IRFunc *f);
+/* A contraction acc += A(.., m, .., k) * B(.., k, .., n) for the tiled
+ * kernel, keyed by the variables of its loops (passes keep variables);
+ * emit_cuda.c re-checks the pattern and falls back to the plain mapping. */
+typedef struct GpuHint GpuHint;
+struct GpuHint {
+  GpuHint *next;
+  const IRVar *root;    /* the kernel's outermost loop */
+  const IRVar *m, *n, *k, *acc;
+  bool a_kfast, b_kfast; /* the operand's last subscript is k (else m, n) */
+};
+/* pipeline.c: the CUDA pass list: lower, schedule_gpu, flatten, simplify. */
+IRFunc *pipeline_run_gpu(Ctx *c, Def *d, Buf *dump);
+
+/* emit_cuda.c: CUDA C for NVRTC, one __global__ tc_k<N> per kernel, and the
+ * host plan that launches them.  Every kernel takes one argument: `nslots`
+ * 8-byte slots, data pointers by buffer slot, then shape[ndims],
+ * stride[ndims], sizes[nsizes], then the device failure record. */
+typedef enum {
+  GK_POINTWISE, /* block loops on grid y (with threadIdx.y), thread loop on grid x */
+  GK_ROWS,      /* block loops on grid x, `threads` threads cooperate per block */
+  GK_SINGLE,    /* one block of `threads` threads */
+  GK_TILED      /* a contraction: x tiles of `inner` (n), y of `mid` (m), z `outer` */
+} GpuKernelKind;
+
+typedef enum { GS_CHECK, GS_IF, GS_LAUNCH } GpuStepKind;
+typedef struct GpuStep GpuStep;
+struct GpuStep {
+  GpuStepKind kind;
+  GpuStep *next;
+  const IRStmt *check;         /* GS_CHECK: an S_CHECK over sizes, shapes, strides */
+  const IRExpr *cond;          /* GS_IF: over sizes, shapes, strides */
+  GpuStep *then, *els;         /* GS_IF */
+  int kernel;                  /* GS_LAUNCH: runs tc_k<kernel> */
+  GpuKernelKind gk;
+  const IRExpr *outer, *inner; /* iterations: block loops (product; NULL: 1),
+                                  POINTWISE: the thread loop's */
+  const IRExpr *mid;           /* TILED: the m extent */
+  int tile_m, tile_n;          /* TILED: the tile */
+  const IRExpr *stage;         /* ROWS: elements of the row staged in shared memory */
+  int stage_size;              /* ... of this many bytes each (the launch gives the room
+                                  when it fits, else the kernel reads memory) */
+  int threads;                 /* ROWS, SINGLE: threads per block */
+};
+
+typedef struct GpuPlan {
+  GpuStep *steps;
+  int nkernels;
+  int nslots;
+  bool can_fail;               /* some kernel may report a failure */
+} GpuPlan;
+
+/* Requires the output of pipeline_run_gpu. */
+GpuPlan *emitcuda_func(Ctx *c, IRFunc *f, Buf *out);
+/* The slot of the failure record in the kernel argument. */
+int emitcuda_fail_slot(const IRFunc *f);
+
+/* cuda.c: the CUDA driver API and NVRTC, both loaded with dlopen on first
+ * use (building tensorc never needs the CUDA toolkit). */
+typedef struct Cuda Cuda;
+Cuda *cuda_new(void);            /* loads nothing yet; NULL on OOM */
+void cuda_free(Cuda *cu);        /* unloads modules and releases contexts */
+/* NVRTC: `src` to a cubin for sm_<arch> (90 for H100); *cubin malloc'ed.
+ * TC_ERR_UNSUPPORTED when no libnvrtc can be loaded, TC_ERR_COMPILER with
+ * NVRTC's log on a compile error. */
+tc_status cuda_compile(Cuda *cu, const char *src, size_t len, int arch, unsigned char **cubin,
+                       size_t *n, tc_error *err);
+/* "nvrtc MAJOR.MINOR (PATH)" for cache keys and -v, or NULL with err. */
+const char *cuda_nvrtc_identity(Cuda *cu, tc_error *err);
+/* sm_XY of device `device` as XY; TC_ERR_UNSUPPORTED without a driver or device. */
+tc_status cuda_device_arch(Cuda *cu, int device, int *arch, tc_error *err);
+
+typedef struct CudaModule CudaModule;
+/* Loads a cubin with `nkernels` kernels tc_k0.. into device `device`. */
+tc_status cuda_module_load(Cuda *cu, int device, const unsigned char *cubin, size_t n,
+                           int nkernels, CudaModule **out, tc_error *err);
+void cuda_module_free(Cuda *cu, CudaModule *m);
+
+typedef struct CudaFailure {
+  int failed;                    /* a kernel reported failure `site` */
+  int site;
+  int64_t value, bound;
+} CudaFailure;
+
+/* Runs a plan on `stream` (a CUstream; NULL: the legacy default stream).
+ * Views with data == NULL (temporaries) get zeroed device memory for the
+ * run.  With `staged`, the other views are host memory: their byte spans
+ * are copied to the device and back (outputs) around the run; otherwise
+ * they are device memory of `device`.  The stream is synchronised only when
+ * staged or when a kernel may fail (to read the failure record). */
+tc_status cuda_run(Cuda *cu, CudaModule *m, const IRFunc *f, const GpuPlan *plan,
+                   const Binding *b, int device, void *stream, bool staged,
+                   CudaFailure *fail, tc_error *err);
+/* One entry's CUDA code: its GPU IRFunc and plan (in `a`, which it takes
+ * over), its source, cubins by architecture and modules by device. */
+typedef struct CudaEntry CudaEntry;
+CudaEntry *cuda_entry_new(Arena *a, IRFunc *fn, GpuPlan *plan, const char *src, size_t len);
+void cuda_entry_free(Cuda *cu, CudaEntry *e);
+IRFunc *cuda_entry_fn(const CudaEntry *e);
+const GpuPlan *cuda_entry_plan(const CudaEntry *e);
+/* The module of device `device`: the cubin from memory, the disk cache
+ * (`cache`, may be NULL) or NVRTC.  *how: 0 compiled, 1 memory, 2 disk.
+ * Not thread-safe on one entry (runtime.c holds the entry's lock). */
+tc_status cuda_entry_module(Cuda *cu, Cache *cache, CudaEntry *e, int device, CudaModule **m,
+                            int *how, tc_error *err);
+
+/* Device memory for library-allocated outputs: a DLManagedTensor deleter
+ * context that frees `ptr` (even after the Cuda is gone). */
+tc_status cuda_alloc_managed(Cuda *cu, int device, size_t bytes, void **ptr, void **manager,
+                             tc_error *err);
+void cuda_managed_release(void *manager);
+/* A synchronous copy between host and device memory (tests and tools). */
+tc_status cuda_memcpy(Cuda *cu, int device, void *dst, const void *src, size_t n,
+                      bool to_device, tc_error *err);
 
 #endif

@@ -8,6 +8,7 @@
  *   tensorc emit    FILE.tc                       the generated C source
  *   tensorc explain FILE.tc [--shape NAME=AxB]    ranges, shapes, loop nest
  *   tensorc passes  FILE.tc                       the IR after each pass
+ *   tensorc grad    FILE.tc [--wrt A,B]           the derived backward def
  *
  * Exit status: 0 ok; 1 a user error — the program, its inputs or the files
  * named — with a diagnostic on stderr; 2 a usage error (unknown option,
@@ -41,7 +42,8 @@ enum {
   CMD_EMIT = 1 << 2,
   CMD_EXPLAIN = 1 << 3,
   CMD_PASSES = 1 << 4,
-  CMD_ALL = 0x1f,
+  CMD_GRAD = 1 << 5,
+  CMD_ALL = 0x3f,
 };
 
 static const struct {
@@ -52,14 +54,15 @@ static const struct {
     {"check", CMD_CHECK, "check FILE.tc [-v]"},
     {"run", CMD_RUN,
      "run FILE.tc [--entry NAME] [--in NAME=IN.npy ...] [--out NAME=OUT.npy ...]\n"
-     "              [--bench N] [--target c|interp] [--threads N] [-v]"},
-    {"emit", CMD_EMIT, "emit FILE.tc [--entry NAME] [--target c]"},
+     "              [--bench N] [--target c|interp|cuda] [--threads N] [-v]"},
+    {"emit", CMD_EMIT, "emit FILE.tc [--entry NAME] [--target c|cuda]"},
     {"explain", CMD_EXPLAIN, "explain FILE.tc [--entry NAME] [--shape NAME=AxBxC ...]"},
     {"passes", CMD_PASSES, "passes FILE.tc [--entry NAME]"},
+    {"grad", CMD_GRAD, "grad FILE.tc [--entry NAME] [--wrt NAME,...]"},
 };
 
 typedef enum { OPT_ENTRY, OPT_IN, OPT_OUT, OPT_BENCH, OPT_TARGET, OPT_THREADS, OPT_SHAPE,
-               OPT_VERBOSE, OPT_HELP } OptId;
+               OPT_VERBOSE, OPT_HELP, OPT_CONST, OPT_WRT } OptId;
 
 static const struct {
   const char *name;  /* long form */
@@ -68,7 +71,9 @@ static const struct {
   int has_arg;
   int cmds;          /* the commands that take it */
 } option_table[] = {
-    {"--entry", "-e", OPT_ENTRY, 1, CMD_RUN | CMD_EMIT | CMD_EXPLAIN | CMD_PASSES},
+    {"--entry", "-e", OPT_ENTRY, 1, CMD_RUN | CMD_EMIT | CMD_EXPLAIN | CMD_PASSES | CMD_GRAD},
+    {"--const", NULL, OPT_CONST, 1, CMD_ALL},
+    {"--wrt", NULL, OPT_WRT, 1, CMD_GRAD},
     {"--in", "-i", OPT_IN, 1, CMD_RUN},
     {"--out", "-o", OPT_OUT, 1, CMD_RUN},
     {"--bench", NULL, OPT_BENCH, 1, CMD_RUN},
@@ -93,8 +98,9 @@ typedef struct Options {
   const char *cmd_name;
   const char *file;
   const char *entry;
-  Spec *ins, *outs, *shapes;
-  int nins, nouts, nshapes;
+  Spec *ins, *outs, *shapes, *consts;
+  int nins, nouts, nshapes, nconsts;
+  const char *wrt; /* grad: comma-separated input names, or NULL */
   int bench;      /* 0: no benchmark */
   tc_target target;
   int threads;    /* 0: default */
@@ -156,6 +162,7 @@ static void print_usage(FILE *f) {
         "  emit     print the generated C source of a def\n"
         "  explain  print a def's inferred ranges, output shapes and loop nest\n"
         "  passes   print a def's IR after each lowering pass\n"
+        "  grad     print the backward def derived from a def (docs/gradients.md)\n"
         "\n",
         f);
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
@@ -167,10 +174,15 @@ static void print_usage(FILE *f) {
         "                        0-d arrays for scalars; bfloat16 inputs read float32 files)\n"
         "  -o, --out NAME=PATH   write an output to a .npy file (bfloat16 as float32)\n"
         "  --bench N             after the run, time N more runs and print the median\n"
-        "  --target c|interp     the compiled C kernel (default) or the reference interpreter\n"
+        "  --target c|interp|cuda  the compiled C kernel (default), the reference\n"
+        "                        interpreter, or the CUDA kernel (inputs copied to GPU 0\n"
+        "                        and back; emit: the CUDA C source; needs no GPU)\n"
         "  --threads N           threads for parallel loops (default $TENSORC_NUM_THREADS,\n"
         "                        else the core count)\n"
         "  --shape NAME=AxBxC    explain with this input shape ('scalar' for rank 0)\n"
+        "  --const NAME=VALUE    compile with the scalar parameter NAME fixed to VALUE\n"
+        "  --wrt NAME,...        grad: the inputs to differentiate (default: every\n"
+        "                        floating-point input)\n"
         "  -v, --verbose         timings and the C compiler's command on stderr\n"
         "  -h, --help            this help;  --version  the version\n"
         "\n"
@@ -200,7 +212,9 @@ static int parse_spec(const char *opt, const char *arg, Spec *s) {
   const char *eq = strchr(arg, '=');
   if (!eq || eq == arg)
     return usage_error("%s expects NAME=%s, not '%s'", opt,
-                       strcmp(opt, "--shape") ? "PATH" : "AxBxC", arg);
+                       !strcmp(opt, "--shape") ? "AxBxC" : !strcmp(opt, "--const") ? "VALUE"
+                                                                                 : "PATH",
+                       arg);
   s->name = arg;
   s->name_len = (size_t)(eq - arg);
   s->value = eq + 1;
@@ -222,6 +236,13 @@ static int apply_option(Options *o, OptId id, const char *opt, const char *val) 
     return parse_spec(opt, val, &o->outs[o->nouts++]);
   case OPT_SHAPE:
     return parse_spec(opt, val, &o->shapes[o->nshapes++]);
+  case OPT_CONST:
+    return parse_spec(opt, val, &o->consts[o->nconsts++]);
+  case OPT_WRT:
+    if (o->wrt)
+      return usage_error("--wrt given twice");
+    o->wrt = val;
+    return 0;
   case OPT_BENCH:
     return parse_int_arg(opt, val, 1, 1000000, &o->bench);
   case OPT_THREADS:
@@ -231,9 +252,11 @@ static int apply_option(Options *o, OptId id, const char *opt, const char *val) 
       o->target = TC_TARGET_C;
     else if (!strcmp(val, "interp") && o->cmd == CMD_RUN)
       o->target = TC_TARGET_INTERP;
+    else if (!strcmp(val, "cuda"))
+      o->target = TC_TARGET_CUDA;
     else
       return usage_error("unknown target '%s' for '%s' (targets: %s)", val, o->cmd_name,
-                         o->cmd == CMD_RUN ? "c, interp" : "c");
+                         o->cmd == CMD_RUN ? "c, interp, cuda" : "c, cuda");
     return 0;
   case OPT_VERBOSE:
     o->verbose = 1;
@@ -270,7 +293,8 @@ static int parse_args(int argc, char **argv, Options *o) {
   o->ins = calloc((size_t)argc, sizeof(Spec));
   o->outs = calloc((size_t)argc, sizeof(Spec));
   o->shapes = calloc((size_t)argc, sizeof(Spec));
-  if (!o->ins || !o->outs || !o->shapes)
+  o->consts = calloc((size_t)argc, sizeof(Spec));
+  if (!o->ins || !o->outs || !o->shapes || !o->consts)
     return user_error("out of memory");
   int help = 0, options_done = 0;
   for (int i = 2; i < argc; i++) {
@@ -508,6 +532,44 @@ static int cmd_emit(const Options *o, tc_program *p, int e) {
   tc_error err;
   tc_status st = tc_emit(p, e, o->target, &text, &err);
   return print_text(st, text, &err);
+}
+
+/* The --wrt flags per input of entry e into flags[]; 0, or an exit status. */
+static int wrt_flags(const Options *o, const tc_program *p, int e, int *flags) {
+  int n = tc_entry_num_inputs(p, e);
+  for (const char *s = o->wrt; *s;) {
+    size_t len = strcspn(s, ",");
+    int found = 0;
+    for (int i = 0; i < n; i++) {
+      tc_param_info pi;
+      if (tc_entry_input(p, e, i, &pi) == TC_OK && strlen(pi.name) == len &&
+          !strncmp(pi.name, s, len))
+        found = flags[i] = 1;
+    }
+    if (!found) {
+      char names[1024];
+      list_names(names, sizeof names, p, e, 0);
+      return user_error("def '%s' in %s has no input '%.*s' (inputs: %s)",
+                        tc_program_entry_name(p, e), o->file, (int)len, s, names);
+    }
+    s += len + (s[len] == ',');
+  }
+  return 0;
+}
+
+static int cmd_grad(const Options *o, tc_program *p, int e) {
+  int *flags = calloc((size_t)tc_entry_num_inputs(p, e) + 1, sizeof *flags);
+  if (!flags)
+    return user_error("out of memory");
+  int rc = o->wrt ? wrt_flags(o, p, e, flags) : 0;
+  if (!rc) {
+    char *text = NULL;
+    tc_error err;
+    tc_status st = tc_gradient(p, e, o->wrt ? flags : NULL, &text, &err);
+    rc = print_text(st, text, &err);
+  }
+  free(flags);
+  return rc;
 }
 
 static int cmd_passes(tc_program *p, int e) {
@@ -776,7 +838,8 @@ static int bench(const Options *o, tc_program *p, int e, RunState *r) {
   int n = o->bench;
   double median = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
   printf("bench %s (%s): %d run%s, median %.3f ms (min %.3f ms, max %.3f ms)\n",
-         tc_program_entry_name(p, e), o->target == TC_TARGET_C ? "c" : "interp", n,
+         tc_program_entry_name(p, e),
+         o->target == TC_TARGET_C ? "c" : o->target == TC_TARGET_CUDA ? "cuda" : "interp", n,
          n == 1 ? "" : "s", 1e3 * median, 1e3 * t[0], 1e3 * t[n - 1]);
   free(t);
   return 0;
@@ -816,9 +879,12 @@ static int cmd_run(Options *o, tc_program *p, int e) {
     rc = check_specs(o, p, e, o->outs, o->nouts, 1, "output");
   for (int i = 0; i < r.nin && !rc; i++)
     rc = load_input(o, p, e, i, &r);
-  if (!rc && o->target == TC_TARGET_C && o->verbose) {
+  if (!rc && o->target != TC_TARGET_INTERP && o->verbose) {
     tc_prepare_info info;
-    if (tc_prepare(p, e, &info, &err) != TC_OK)
+    tc_run_options ro;
+    tc_run_options_init(&ro);
+    ro.target = o->target;
+    if (tc_prepare_ex(p, e, &ro, &info, &err) != TC_OK)
       rc = library_error(&err);
     else
       fprintf(stderr, "tensorc: kernel %s: %.1f ms (%s) %s\n", tc_program_entry_name(p, e),
@@ -845,6 +911,26 @@ static int cmd_run(Options *o, tc_program *p, int e) {
 
 /* ---- main ---- */
 
+/* The --const values: an integer, else a number with '.', 'e', "inf", "nan". */
+static int parse_consts(const Options *o, tc_constant *k) {
+  for (int i = 0; i < o->nconsts; i++) {
+    const Spec *s = &o->consts[i];
+    char *end;
+    k[i].name = strndup(s->name, s->name_len);
+    if (!k[i].name)
+      return user_error("out of memory");
+    errno = 0;
+    k[i].i = strtoll(s->value, &end, 10);
+    if (*s->value && !*end && !errno)
+      continue;
+    k[i].is_float = 1;
+    k[i].f = strtod(s->value, &end);
+    if (!*s->value || *end)
+      return usage_error("--const expects NAME=NUMBER, not '%s'", s->arg);
+  }
+  return 0;
+}
+
 static int run_command(Options *o) {
   size_t len;
   char *src = read_source(o->file, &len);
@@ -859,14 +945,15 @@ static int run_command(Options *o) {
   tc_context *ctx = NULL;
   tc_program *prog = NULL;
   tc_error err;
-  int rc = 0;
   const char *name = strcmp(o->file, "-") ? o->file : "<stdin>";
   double t0 = now();
-  if (tc_context_new(&copt, &ctx, &err) != TC_OK)
+  tc_constant *consts = calloc((size_t)o->nconsts + 1, sizeof *consts);
+  int rc = consts ? parse_consts(o, consts) : user_error("out of memory");
+  if (!rc && tc_context_new(&copt, &ctx, &err) != TC_OK)
     rc = library_error(&err);
-  else if (tc_compile(ctx, name, src, len, &prog, &err) != TC_OK)
+  else if (!rc && tc_compile_ex(ctx, name, src, len, consts, o->nconsts, &prog, &err) != TC_OK)
     rc = library_error(&err);
-  else if (o->verbose)
+  else if (!rc && o->verbose)
     fprintf(stderr, "tensorc: parse and check %s: %.3f ms\n", name, 1e3 * (now() - t0));
   int e = 0;
   if (!rc && o->cmd != CMD_CHECK)
@@ -878,8 +965,12 @@ static int run_command(Options *o) {
     case CMD_EMIT: rc = cmd_emit(o, prog, e); break;
     case CMD_EXPLAIN: rc = cmd_explain(o, prog, e); break;
     case CMD_PASSES: rc = cmd_passes(prog, e); break;
+    case CMD_GRAD: rc = cmd_grad(o, prog, e); break;
     }
   }
+  for (int i = 0; consts && i < o->nconsts; i++)
+    free((char *)consts[i].name);
+  free(consts);
   tc_program_free(prog);
   tc_context_free(ctx);
   free(src);
@@ -895,6 +986,7 @@ int main(int argc, char **argv) {
   free(o.ins);
   free(o.outs);
   free(o.shapes);
+  free(o.consts);
   if (fflush(stdout) || ferror(stdout)) {
     if (!rc)
       fprintf(stderr, "tensorc: error writing the output: %s\n", strerror(errno));

@@ -1519,3 +1519,52 @@ def _(A):
 def _(I):
     P = np.pad(d(I), ((1, 1), (0, 0)), mode="edge")
     return F(P[:-2] + P[2:])
+
+
+# ---- tiling.tc: contractions the CPU scheduler tiles ----
+
+@ref("tiling.tc:mm_blocks")
+def _(A, B):
+    return F(d(A) @ d(B))
+
+
+@ref("tiling.tc:mm_nt_f64")
+def _(A, B):
+    return A @ B.T
+
+
+@ref("tiling.tc:mm_accumulate")
+def _(D, A, B):
+    return F(d(F(d(D) * 2.0)) + d(A) @ d(B))
+
+
+@ref("tiling.tc:mm_offset")
+def _(A, B):
+    C = d(A) @ d(B)
+    C[:2, :] = 0
+    C[:, :3] = 0
+    return F(C)
+
+
+@ref("tiling.tc:mm_exprs")
+def _(A, B):
+    Bs = np.concatenate([d(B)[:, :1], d(B)[:, :-1]], axis=1)  # B(k, n-1), clamped
+    return F((d(F(d(A) * 0.5))) @ (d(F(Bs + 1.0))))
+
+
+@ref("tiling.tc:bmm_tt")
+def _(A, B):
+    return F(np.einsum("bkm,bnk->bmn", d(A), d(B)))
+
+
+@ref("tiling.tc:conv_pad")
+def _(I, Wt):
+    P = np.pad(d(I), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    return F(conv2d(P, Wt))
+
+
+@ref("tiling.tc:gconv_stride")
+def _(I, Wt):
+    N, G = I.shape[:2]
+    outs = [conv2d(d(I)[:, g], d(Wt)[g], stride=(2, 2)) for g in range(G)]
+    return F(np.stack(outs, axis=1))

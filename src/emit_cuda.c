@@ -1,0 +1,1970 @@
+/*
+ * emit_cuda.c — the GPU dialect of the IR to CUDA C for NVRTC, and the host
+ * plan that launches it.
+ *
+ * Requires the output of pipeline_run_gpu: flattened accesses, loops marked
+ * by schedule_gpu (its header describes the dialect).  Produces one
+ * translation unit that needs no header (NVRTC compiles it with
+ * -arch=sm_XY --fmad=false) with:
+ *
+ *   fixed-width typedefs, the failure record, helpers the kernels use
+ *   extern "C" __global__ void tc_k<N>(const tc_args a)     per kernel
+ *
+ * and a GpuPlan, the host's half: the top-level statements in order, each a
+ * host check (S_CHECK over sizes, shapes and strides, evaluated by cuda.c
+ * before anything is launched after it), a host branch (S_IF over the same:
+ * a choice between schedules made with the run's sizes), or a kernel:
+ *
+ *   a top-level FOR_GPU_BLOCK or FOR_GPU_THREAD loop is one kernel: the
+ *   chain of directly nested block loops, then the rest;
+ *   any other run of top-level statements (a rank-0 reduction: a local, a
+ *   loop, a store) is one single-block kernel.
+ *
+ * How a kernel maps onto the hardware:
+ *
+ *   POINTWISE  block loops, then exactly one thread loop with no collective
+ *              (below): the thread loop's iterations on x (blockIdx.x *
+ *              blockDim.x + threadIdx.x, grid-stride), the block loops'
+ *              collapsed iterations on y (with threadIdx.y, grid-stride);
+ *              the host picks blockDim from the run's extents (256 threads:
+ *              as many on x as the thread loop can use), so a short inner
+ *              loop still fills warps.  Every thread runs its iterations'
+ *              bodies sequentially.
+ *   ROWS       block loops, then any "block scope" code: one block per
+ *              iteration of the collapsed block loops (grid-stride), 256
+ *              threads per block cooperating on the body.
+ *   SINGLE     one block; block scope code.
+ *   TILED      a contraction that schedule_gpu.c hinted (GpuHint) and that
+ *              still has its shape: 128x128 tiles of the output per block
+ *              (x: n tiles, y: m tiles, z: the other loops), 256 threads
+ *              with 8x8 outputs each, k in steps of 8 through shared memory
+ *              (the next step fetched into registers meanwhile), FMA
+ *              accumulation, the epilogue statements per output.
+ *
+ * A ROWS kernel whose thread loops read the same input row (at each loop's
+ * variable) stages it: the first loop stores what it loads into dynamic
+ * shared memory, later ones read it there — when the launch gave the room
+ * (the host asks for the row's bytes when they fit; the kernel checks
+ * %dynamic_smem_size, else reads memory).
+ *
+ * Block scope code is run by every thread of the block alike (its control
+ * flow is uniform); its stores and failure reports are done by thread 0;
+ * after a store or a thread loop, a __syncthreads() precedes the next
+ * statement.  A thread loop there is a block-stride loop (threadIdx.x from
+ * its start, step blockDim.x).  A local declared outside a thread loop and
+ * updated inside it as `v = v OP e` (OP one of + * min max, e free of v) is a
+ * collective reduction: each thread accumulates from the identity, a
+ * warp-shuffle and shared-memory reduction (a fixed order: deterministic)
+ * gives every thread the block's result, and v = v OP result.  A thread
+ * loop that updates an outer local otherwise runs as a serial loop.
+ * Inside a thread loop everything is sequential per thread.
+ *
+ * Values follow emit_c.c exactly (the interpreter's semantics): float16 and
+ * bfloat16 computed in float32 with round-to-nearest-even conversions,
+ * floored integer division, NaN-propagating min/max, saturating
+ * float-to-integer casts; signed 32- and 64-bit + - * wrap (computed on
+ * unsigned types: no undefined behaviour for the optimizer to exploit).
+ * IR_FAIL records the first failure (atomicCAS on the record) and yields 0;
+ * a failed S_CHECK in a kernel records and returns.  The text depends only
+ * on the IR, so the cubin cache keys on it.
+ */
+#include "tc.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { ROW_THREADS = 256 };
+
+typedef enum {
+  H_DIV, H_MOD, H_FMOD, H_MIN, H_MAX, H_SAT, H_F16, H_BF16, NUM_HELPERS
+} Helper;
+
+typedef enum { SC_BLOCK, SC_THREAD } Scope;
+
+typedef struct Rename {
+  const IRVar *from;
+  IRVar *to;
+} Rename;
+
+typedef struct Emit {
+  Ctx *c;
+  IRFunc *f;
+  GpuPlan *plan;
+  bool need[NUM_HELPERS][TC_NUM_DTYPES];
+  bool need_red[NUM_BINOPS][TC_NUM_DTYPES]; /* block reductions */
+  bool need_qdiv;
+  Buf kernels;
+  /* the kernel being emitted */
+  GpuKernelKind gk;
+  bool dirty;          /* block scope: a store or thread loop since the last barrier */
+  bool uses_red;       /* needs the shared scratch */
+  VEC(Rename) renames;
+  int ntmp;
+  /* ROWS: a row of an input read by several thread loops, staged in shared
+   * memory by the first (when the launch gives it the room) */
+  struct {
+    const Buffer *buf;      /* NULL: no staging in this kernel */
+    IRExpr *pat;            /* its index, over `canon` for the loop variable */
+    IRVar *canon;
+    const IRStmt *loop;     /* the first thread loop reading it: its range */
+    const IRVar *cur;       /* the thread loop being emitted reads it at cur */
+    bool first;             /* ... and is the one that stages it */
+    bool staged;            /* an earlier loop staged it */
+  } st;
+} Emit;
+
+static void emit_expr(Emit *E, Buf *b, const IRExpr *e);
+static void emit_bare(Emit *E, Buf *b, const IRExpr *e);
+static bool reads_stage(Emit *E, const IRStmt *s);
+static void emit_stage_value(Emit *E, Buf *b, const IRStmt *s, int ind);
+static void emit_list(Emit *E, Buf *b, IRStmt *const *list, int n, int ind, Scope sc);
+
+/* ---- types ---- */
+
+static tc_dtype value_dtype(tc_dtype t) {
+  return t == TC_FLOAT16 || t == TC_BFLOAT16 ? TC_FLOAT32 : t;
+}
+
+/* The CUDA type of an element in memory (the prelude's typedefs: NVRTC
+ * has no <stdint.h>, and nvcc's would clash). */
+static const char *ctype(tc_dtype t) {
+  static const char *const n[TC_NUM_DTYPES] = {
+      [TC_BOOL] = "tc_u8",     [TC_INT8] = "tc_i8",      [TC_INT16] = "tc_i16",
+      [TC_INT32] = "tc_i32",   [TC_INT64] = "tc_i64",    [TC_UINT8] = "tc_u8",
+      [TC_UINT16] = "tc_u16",  [TC_UINT32] = "tc_u32",   [TC_UINT64] = "tc_u64",
+      [TC_FLOAT16] = "tc_u16", [TC_BFLOAT16] = "tc_u16", [TC_FLOAT32] = "float",
+      [TC_FLOAT64] = "double",
+  };
+  return n[t];
+}
+
+/* The CUDA type of a value of IR type t. */
+static const char *vtype(tc_dtype t) { return t == TC_BOOL ? "bool" : ctype(value_dtype(t)); }
+
+static const char *suffix(tc_dtype t) {
+  static const char *const s[TC_NUM_DTYPES] = {
+      [TC_BOOL] = "b",     [TC_INT8] = "i8",   [TC_INT16] = "i16",   [TC_INT32] = "i32",
+      [TC_INT64] = "i64",  [TC_UINT8] = "u8",  [TC_UINT16] = "u16",  [TC_UINT32] = "u32",
+      [TC_UINT64] = "u64", [TC_FLOAT16] = "f32", [TC_BFLOAT16] = "f32",
+      [TC_FLOAT32] = "f32", [TC_FLOAT64] = "f64",
+  };
+  return s[t];
+}
+
+static bool is_narrow_int(tc_dtype t) { return dtype_info[t].is_int && dtype_info[t].bits < 32; }
+static bool is_wide_signed(tc_dtype t) { return t == TC_INT32 || t == TC_INT64; }
+
+static void use(Emit *E, Helper h, tc_dtype t) { E->need[h][value_dtype(t)] = true; }
+
+/* ---- helpers' text ---- */
+
+static const char prelude[] =
+    "typedef signed char tc_i8;\n"
+    "typedef short tc_i16;\n"
+    "typedef int tc_i32;\n"
+    "typedef long long tc_i64;\n"
+    "typedef unsigned char tc_u8;\n"
+    "typedef unsigned short tc_u16;\n"
+    "typedef unsigned int tc_u32;\n"
+    "typedef unsigned long long tc_u64;\n"
+    "struct tc_fail_rec { int claimed, site; long long value, bound; };\n"
+    "__device__ __noinline__ void tc_report(tc_fail_rec *f, int site, long long v, long long b) {\n"
+    "  if (atomicCAS(&f->claimed, 0, 1) == 0) { f->site = site; f->value = v; f->bound = b; }\n"
+    "}\n"
+    "__device__ __forceinline__ unsigned tc_dyn_smem() {\n"
+    "  unsigned r;\n"
+    "  asm(\"mov.u32 %0, %%dynamic_smem_size;\" : \"=r\"(r));\n"
+    "  return r;\n"
+    "}\n";
+
+static void helper_divmod(Buf *b, tc_dtype t) {
+  const char *ty = vtype(t), *s = suffix(t);
+  const char *pre = "__device__ __forceinline__";
+  if (!dtype_info[t].is_signed) {
+    buf_printf(b, "%s %s tc_div_%s(%s x, %s y) { return y ? (%s)(x / y) : (%s)0; }\n", pre, ty,
+               s, ty, ty, ty, ty);
+    buf_printf(b, "%s %s tc_mod_%s(%s x, %s y) { return y ? (%s)(x %% y) : (%s)0; }\n", pre, ty,
+               s, ty, ty, ty, ty);
+    return;
+  }
+  if (t == TC_INT64) {
+    buf_printf(b,
+               "%s tc_i64 tc_div_i64(tc_i64 x, tc_i64 y) {\n"
+               "  if (y == 0) return 0;\n"
+               "  if (y == -1) return (tc_i64)(0ull - (tc_u64)x);\n"
+               "  tc_i64 q = x / y;\n"
+               "  return (x %% y != 0 && (x < 0) != (y < 0)) ? q - 1 : q;\n"
+               "}\n"
+               "%s tc_i64 tc_mod_i64(tc_i64 x, tc_i64 y) {\n"
+               "  if (y == 0 || y == -1) return 0;\n"
+               "  tc_i64 r = x %% y;\n"
+               "  return (r != 0 && (r < 0) != (y < 0)) ? r + y : r;\n"
+               "}\n",
+               pre, pre);
+    return;
+  }
+  buf_printf(b, "%s %s tc_div_%s(%s x, %s y) { return (%s)tc_div_i64(x, y); }\n", pre, ty, s, ty,
+             ty, ty);
+  buf_printf(b, "%s %s tc_mod_%s(%s x, %s y) { return (%s)tc_mod_i64(x, y); }\n", pre, ty, s, ty,
+             ty, ty);
+}
+
+static void helper_fmod(Buf *b, tc_dtype t) {
+  const char *ty = vtype(t), *s = suffix(t), *f = t == TC_FLOAT64 ? "" : "f";
+  buf_printf(b,
+             "__device__ __forceinline__ %s tc_fmod_%s(%s x, %s y) {\n"
+             "  %s q = floor%s(x / y);\n"
+             "  %s m = y * q;\n"
+             "  return x - m;\n"
+             "}\n",
+             ty, s, ty, ty, ty, f, ty);
+}
+
+static void helper_minmax(Buf *b, tc_dtype t, bool is_min) {
+  const char *ty = vtype(t), *s = suffix(t), *name = is_min ? "min" : "max";
+  const char *cmp = is_min ? "<" : ">";
+  if (dtype_is_float(t))
+    buf_printf(b,
+               "__device__ __forceinline__ %s tc_%s_%s(%s x, %s y) { return (x %s y || x != x) ? x "
+               ": y; }\n",
+               ty, name, s, ty, ty, cmp);
+  else
+    buf_printf(b, "__device__ __forceinline__ %s tc_%s_%s(%s x, %s y) { return x %s y ? x : y; }\n",
+               ty, name, s, ty, ty, cmp);
+}
+
+static void helper_sat(Buf *b, tc_dtype t) {
+  const DTypeInfo *d = &dtype_info[t];
+  const char *ty = vtype(t);
+  double lo = d->is_signed ? -ldexp(1, d->bits - 1) : -1.0;
+  double hi = d->is_signed ? ldexp(1, d->bits - 1) : ldexp(1, d->bits);
+  char mx[48], mn[48];
+  if (d->is_signed) {
+    snprintf(mx, sizeof mx, "(%s)%lldll", ty, (long long)(ldexp(1, d->bits - 1) - 1));
+    if (d->bits == 64)
+      snprintf(mn, sizeof mn, "(-9223372036854775807ll - 1)");
+    else
+      snprintf(mn, sizeof mn, "(%s)(%lldll)", ty, (long long)-ldexp(1, d->bits - 1));
+  } else {
+    snprintf(mx, sizeof mx, "(%s)%lluull", ty,
+             d->bits == 64 ? 18446744073709551615ull : (unsigned long long)ldexp(1, d->bits) - 1);
+    snprintf(mn, sizeof mn, "(%s)0", ty);
+  }
+  buf_printf(b,
+             "__device__ __forceinline__ %s tc_sat_%s(double x) {\n"
+             "  if (x != x) return 0;\n"
+             "  if (x <= %.1f) return %s;\n"
+             "  if (x >= %.1f) return %s;\n"
+             "  return (%s)x;\n"
+             "}\n",
+             ty, suffix(t), lo, mn, hi, mx, ty);
+}
+
+/* binary16 <-> float, round to nearest even; the same algorithm as emit_c.c. */
+static const char half_text[] =
+    "__device__ __forceinline__ float tc_h2f(tc_u16 h) {\n"
+    "  tc_u32 sign = (tc_u32)(h & 0x8000u) << 16, em = h & 0x7fffu, x;\n"
+    "  if (em >= 0x7c00u) x = sign | 0x7f800000u | ((em & 0x3ffu) << 13);\n"
+    "  else if (em >= 0x400u) x = sign | ((em << 13) + (112u << 23));\n"
+    "  else x = __float_as_uint((float)em * 5.9604644775390625e-8f) | sign;\n"
+    "  return __uint_as_float(x);\n"
+    "}\n"
+    "__device__ __forceinline__ tc_u16 tc_f2h(float v) {\n"
+    "  tc_u32 f = __float_as_uint(v);\n"
+    "  tc_u32 sign = f & 0x80000000u; tc_u16 o;\n"
+    "  f ^= sign;\n"
+    "  if (f >= (143u << 23)) o = f > 0x7f800000u ? 0x7e00u : 0x7c00u;\n"
+    "  else if (f < (113u << 23)) {\n"
+    "    const tc_u32 mu = 126u << 23;\n"
+    "    float x = __uint_as_float(f) + __uint_as_float(mu);\n"
+    "    o = (tc_u16)(__float_as_uint(x) - mu);\n"
+    "  } else {\n"
+    "    tc_u32 odd = (f >> 13) & 1u;\n"
+    "    f += 0xc8000fffu + odd;\n"
+    "    o = (tc_u16)(f >> 13);\n"
+    "  }\n"
+    "  return (tc_u16)(o | (sign >> 16));\n"
+    "}\n";
+
+/* float rounded to odd: exact floats stay, others get the nearest float
+ * toward zero with the last bit set (so one more rounding is correct). */
+static const char round_odd_text[] =
+    "__device__ __forceinline__ float tc_d2f_odd(double d) {\n"
+    "  float f = __double2float_rz(d);\n"
+    "  if (d == d && (double)f != d) f = __uint_as_float(__float_as_uint(f) | 1u);\n"
+    "  return f;\n"
+    "}\n";
+
+static const char bf16_text[] =
+    "__device__ __forceinline__ float tc_b2f(tc_u16 h) { return __uint_as_float((tc_u32)h << 16); }\n"
+    "__device__ __forceinline__ tc_u16 tc_f2b(float v) {\n"
+    "  tc_u32 u = __float_as_uint(v);\n"
+    "  if ((u & 0x7fffffffu) > 0x7f800000u) return (tc_u16)((u >> 16) | 0x40u);\n"
+    "  u += 0x7fffu + ((u >> 16) & 1u);\n"
+    "  return (tc_u16)(u >> 16);\n"
+    "}\n";
+
+/* q / e for 0 <= q and 0 < e, in 32 bits when both fit. */
+static const char qdiv_text[] =
+    "__device__ __forceinline__ tc_i64 tc_qdiv(tc_i64 q, tc_i64 e) {\n"
+    "  return ((tc_u64)(q | e) >> 32) == 0 ? (tc_i64)((tc_u32)q / (tc_u32)e) : q / e;\n"
+    "}\n";
+
+static void emit_red_helper(Emit *E, Buf *b, BinOp op, tc_dtype t);
+
+static void emit_helpers(Emit *E, Buf *b) {
+  bool any_div64 = false;
+  for (int t = 0; t < TC_NUM_DTYPES; t++)
+    if (E->need[H_DIV][t] || E->need[H_MOD][t])
+      any_div64 |= dtype_info[t].is_signed;
+  if (any_div64)
+    helper_divmod(b, TC_INT64);
+  for (int t = 0; t < TC_NUM_DTYPES; t++)
+    if ((E->need[H_DIV][t] || E->need[H_MOD][t]) && t != TC_INT64)
+      helper_divmod(b, (tc_dtype)t);
+  for (int t = 0; t < TC_NUM_DTYPES; t++) {
+    if (E->need[H_FMOD][t])
+      helper_fmod(b, (tc_dtype)t);
+    if (E->need[H_MIN][t])
+      helper_minmax(b, (tc_dtype)t, true);
+    if (E->need[H_MAX][t])
+      helper_minmax(b, (tc_dtype)t, false);
+    if (E->need[H_SAT][t])
+      helper_sat(b, (tc_dtype)t);
+  }
+  bool half = E->need[H_F16][TC_FLOAT32], bf = E->need[H_BF16][TC_FLOAT32];
+  if (half || bf)
+    buf_puts(b, round_odd_text);
+  if (half)
+    buf_puts(b, half_text);
+  if (bf)
+    buf_puts(b, bf16_text);
+  if (E->need_qdiv)
+    buf_puts(b, qdiv_text);
+}
+
+/* ---- constants ---- */
+
+static void emit_int(Buf *b, tc_dtype t, int64_t v) {
+  switch (t) {
+  case TC_BOOL:
+    buf_puts(b, v ? "true" : "false");
+    return;
+  case TC_UINT64:
+    buf_printf(b, "%lluull", (unsigned long long)v);
+    return;
+  case TC_UINT32:
+    buf_printf(b, "%lluu", (unsigned long long)v);
+    return;
+  case TC_INT64:
+    if (v == INT64_MIN)
+      buf_puts(b, "(-9223372036854775807ll - 1)");
+    else
+      buf_printf(b, v < 0 ? "(%lldll)" : "%lldll", (long long)v);
+    return;
+  default:
+    if (v == INT32_MIN)
+      buf_puts(b, "(-2147483647 - 1)");
+    else if (t == TC_INT32)
+      buf_printf(b, v < 0 ? "(%lld)" : "%lld", (long long)v);
+    else
+      buf_printf(b, "((%s)%lld)", vtype(t), (long long)v);
+    return;
+  }
+}
+
+static void emit_float(Buf *b, tc_dtype t, double v) {
+  bool dbl = t == TC_FLOAT64;
+  if (isnan(v)) {
+    buf_puts(b, dbl ? "__longlong_as_double(0x7ff8000000000000ll)" : "__int_as_float(0x7fc00000)");
+    return;
+  }
+  if (isinf(v)) {
+    if (dbl)
+      buf_puts(b, v < 0 ? "__longlong_as_double((long long)0xfff0000000000000ull)"
+                        : "__longlong_as_double(0x7ff0000000000000ll)");
+    else
+      buf_puts(b, v < 0 ? "__int_as_float((int)0xff800000u)" : "__int_as_float(0x7f800000)");
+    return;
+  }
+  char s[64];
+  if (!dbl)
+    v = (double)(float)v;
+  for (int p = 1; p <= 17; p++) {
+    snprintf(s, sizeof s, "%.*g", p, v);
+    double r = strtod(s, NULL);
+    if (dbl ? r == v : (float)r == (float)v)
+      break;
+  }
+  if (!strpbrk(s, ".e"))
+    strcat(s, ".0");
+  buf_printf(b, signbit(v) ? "(%s%s)" : "%s%s", s, dbl ? "" : "f");
+}
+
+/* ---- expressions ---- */
+
+static char *expr_text(Emit *E, const IRExpr *e) {
+  Buf t = {0};
+  emit_bare(E, &t, e);
+  char *s = arena_strdup(E->c->arena, t.s ? t.s : "");
+  if (t.oom)
+    E->kernels.oom = true;
+  buf_free(&t);
+  return s;
+}
+
+/* Converts the CUDA expression `x` of IR type `from` to IR type `to`. */
+static void emit_convert(Emit *E, Buf *b, tc_dtype to, tc_dtype from, const char *x) {
+  const DTypeInfo *dt = &dtype_info[to], *df = &dtype_info[from];
+  if (to == from || (to == TC_FLOAT32 && (from == TC_FLOAT16 || from == TC_BFLOAT16))) {
+    buf_printf(b, "(%s)", x);
+  } else if (dt->is_bool) {
+    buf_printf(b, "((%s) != 0)", x);
+  } else if (to == TC_FLOAT16 || to == TC_BFLOAT16) {
+    bool h = to == TC_FLOAT16;
+    use(E, h ? H_F16 : H_BF16, TC_FLOAT32);
+    const char *back = h ? "tc_h2f" : "tc_b2f", *round = h ? "tc_f2h" : "tc_f2b";
+    if (from == TC_FLOAT64)
+      buf_printf(b, "%s(%s(tc_d2f_odd(%s)))", back, round, x);
+    else if (df->is_float)
+      buf_printf(b, "%s(%s(%s))", back, round, x);
+    else
+      buf_printf(b, "%s(%s((float)(%s)))", back, round, x);
+  } else if (df->is_float && !dt->is_float) {
+    use(E, H_SAT, to);
+    buf_printf(b, "tc_sat_%s((double)(%s))", suffix(to), x);
+  } else {
+    buf_printf(b, "(%s)(%s)", vtype(to), x);
+  }
+}
+
+static void emit_call2(Emit *E, Buf *b, const char *name, tc_dtype t, const IRExpr *e) {
+  buf_printf(b, "tc_%s_%s(", name, suffix(t));
+  emit_bare(E, b, e->a);
+  buf_puts(b, ", ");
+  emit_bare(E, b, e->b);
+  buf_puts(b, ")");
+}
+
+static void emit_bin(Emit *E, Buf *b, const IRExpr *e) {
+  tc_dtype t = e->a->type;
+  bool fl = dtype_is_float(t);
+  switch (e->op) {
+  case OP_DIV:
+    if (fl)
+      break;
+    use(E, H_DIV, t);
+    emit_call2(E, b, "div", t, e);
+    return;
+  case OP_MOD:
+    use(E, fl ? H_FMOD : H_MOD, t);
+    emit_call2(E, b, fl ? "fmod" : "mod", value_dtype(t), e);
+    return;
+  case OP_MIN:
+  case OP_MAX:
+    use(E, e->op == OP_MIN ? H_MIN : H_MAX, t);
+    emit_call2(E, b, e->op == OP_MIN ? "min" : "max", value_dtype(t), e);
+    return;
+  default:
+    break;
+  }
+  bool arith = e->op == OP_ADD || e->op == OP_SUB || e->op == OP_MUL;
+  if (arith && is_wide_signed(e->type)) { /* wrapping, through the unsigned type */
+    const char *u = e->type == TC_INT64 ? "tc_u64" : "tc_u32";
+    buf_printf(b, "((%s)((%s)", vtype(e->type), u);
+    emit_expr(E, b, e->a);
+    buf_printf(b, " %s (%s)", binop_names[e->op], u);
+    emit_expr(E, b, e->b);
+    buf_puts(b, "))");
+    return;
+  }
+  bool wrap = is_narrow_int(e->type);
+  if (wrap)
+    buf_printf(b, "((%s)", vtype(e->type));
+  buf_puts(b, "(");
+  emit_expr(E, b, e->a);
+  buf_printf(b, " %s ", binop_names[e->op]);
+  emit_expr(E, b, e->b);
+  buf_puts(b, ")");
+  if (wrap)
+    buf_puts(b, ")");
+}
+
+static void emit_call(Emit *E, Buf *b, const IRExpr *e) {
+  IASSERT(E->c, (unsigned)e->builtin < NUM_BUILTINS);
+  const char *f = e->type == TC_FLOAT64 ? "" : "f";
+  if (e->builtin == BI_rsqrt) { /* exactly rounded, as the interpreter's */
+    buf_printf(b, "(%s / sqrt%s(", e->type == TC_FLOAT64 ? "1.0" : "1.0f", f);
+    emit_bare(E, b, e->args[0]);
+    buf_puts(b, "))");
+    return;
+  }
+  buf_printf(b, "%s%s(", builtin_info[e->builtin].name, f);
+  for (int i = 0; i < e->nargs; i++) {
+    if (i)
+      buf_puts(b, ", ");
+    emit_bare(E, b, e->args[i]);
+  }
+  buf_puts(b, ")");
+}
+
+/* e with the variable `from` replaced by `to`. */
+typedef struct VarSub {
+  const IRVar *from;
+  IRExpr *to;
+} VarSub;
+
+static IRExpr *var_sub(Ctx *c, void *st, IRExpr *e) {
+  VarSub *v = st;
+  if (e->kind == IR_VAR && e->var == v->from)
+    return v->to;
+  return ir_mutate_expr_children(c, e, var_sub, st);
+}
+
+/* Whether idx is the staged row's index at the current thread loop's variable. */
+static bool staged_index(Emit *E, IRExpr *idx) {
+  VarSub v = {E->st.cur, ir_var(E->c, E->st.canon)};
+  return ir_equal(var_sub(E->c, &v, idx), E->st.pat);
+}
+
+static void emit_load(Emit *E, Buf *b, const IRExpr *e) {
+  IASSERT(E->c, e->nidx == 1);
+  tc_dtype t = e->buf->dtype;
+  const char *wrap = t == TC_FLOAT16    ? "tc_h2f("
+                     : t == TC_BFLOAT16 ? "tc_b2f("
+                     : t == TC_BOOL     ? "("
+                                        : "";
+  if (t == TC_FLOAT16 || t == TC_BFLOAT16)
+    use(E, t == TC_FLOAT16 ? H_F16 : H_BF16, TC_FLOAT32);
+  if (E->st.cur && e->buf == E->st.buf && staged_index(E, e->idx[0])) {
+    buf_printf(b, "%stc_sv%s", wrap, t == TC_BOOL ? " != 0)" : *wrap ? ")" : "");
+    return;
+  }
+  buf_printf(b, "%s%s[", wrap, e->buf->name);
+  emit_bare(E, b, e->idx[0]);
+  buf_puts(b, t == TC_BOOL ? "] != 0)" : *wrap ? "])" : "]");
+}
+
+static void emit_fail(Emit *E, Buf *b, const IRExpr *e) {
+  IASSERT(E->c, e->site >= 0 && e->site < E->f->sites.len);
+  E->plan->can_fail = true;
+  buf_printf(b, "(tc_report(tc_fr, %d, (long long)(", e->site);
+  emit_bare(E, b, e->a);
+  buf_puts(b, "), (long long)(");
+  emit_bare(E, b, e->b);
+  buf_printf(b, ")), (%s)0)", vtype(e->type));
+}
+
+static void emit_var(Emit *E, Buf *b, const IRVar *v) {
+  for (int i = E->renames.len - 1; i >= 0; i--)
+    if (E->renames.data[i].from == v) {
+      buf_puts(b, E->renames.data[i].to->name);
+      return;
+    }
+  buf_puts(b, v->name);
+}
+
+static void emit_bare(Emit *E, Buf *b, const IRExpr *e) {
+  size_t start = b->len;
+  emit_expr(E, b, e);
+  if (e->kind == IR_FAIL)
+    return;
+  if (b->oom || b->len - start < 2 || b->s[start] != '(' || b->s[b->len - 1] != ')')
+    return;
+  int depth = 0;
+  for (size_t i = start; i < b->len; i++) {
+    depth += b->s[i] == '(' ? 1 : b->s[i] == ')' ? -1 : 0;
+    if (depth == 0 && i != b->len - 1)
+      return;
+  }
+  memmove(b->s + start, b->s + start + 1, b->len - start - 2);
+  b->len -= 2;
+  b->s[b->len] = '\0';
+}
+
+static void emit_expr(Emit *E, Buf *b, const IRExpr *e) {
+  switch (e->kind) {
+  case IR_INT:
+    emit_int(b, e->type, e->ival);
+    return;
+  case IR_FLOAT:
+    emit_float(b, e->type, e->fval);
+    return;
+  case IR_VAR:
+    emit_var(E, b, e->var);
+    return;
+  case IR_LOAD:
+    emit_load(E, b, e);
+    return;
+  case IR_BIN:
+    IASSERT(E->c, e->a->type == e->b->type);
+    emit_bin(E, b, e);
+    return;
+  case IR_UN:
+    if (e->op == OP_NOT) {
+      buf_puts(b, "(!");
+      emit_expr(E, b, e->a);
+      buf_puts(b, ")");
+    } else if (is_wide_signed(e->type)) {
+      const char *u = e->type == TC_INT64 ? "tc_u64" : "tc_u32";
+      buf_printf(b, "((%s)((%s)0 - (%s)", vtype(e->type), u, u);
+      emit_expr(E, b, e->a);
+      buf_puts(b, "))");
+    } else if (is_narrow_int(e->type)) {
+      buf_printf(b, "((%s)(-", vtype(e->type));
+      emit_expr(E, b, e->a);
+      buf_puts(b, "))");
+    } else {
+      buf_puts(b, "(-");
+      emit_expr(E, b, e->a);
+      buf_puts(b, ")");
+    }
+    return;
+  case IR_SELECT:
+    buf_puts(b, "(");
+    emit_expr(E, b, e->a);
+    buf_puts(b, " ? ");
+    emit_expr(E, b, e->b);
+    buf_puts(b, " : ");
+    emit_expr(E, b, e->c);
+    buf_puts(b, ")");
+    return;
+  case IR_CALL:
+    emit_call(E, b, e);
+    return;
+  case IR_CAST:
+    emit_convert(E, b, e->type, e->a->type, expr_text(E, e->a));
+    return;
+  case IR_FAIL:
+    emit_fail(E, b, e);
+    return;
+  default:
+    break;
+  }
+  IASSERT(E->c, !"IR expression kind outside the GPU dialect");
+}
+
+/* ---- walking the IR ---- */
+
+static IRStmt *unwrap(IRStmt *s) {
+  while (s && s->kind == S_BLOCK && s->n == 1)
+    s = s->stmts[0];
+  return s;
+}
+
+static bool is_var_expr(const IRExpr *e, const IRVar *v) {
+  return e && e->kind == IR_VAR && e->var == v;
+}
+
+static bool is_gpu_loop(const IRStmt *s) {
+  return s && s->kind == S_FOR && (s->fkind == FOR_GPU_BLOCK || s->fkind == FOR_GPU_THREAD);
+}
+
+/* Whether e reads memory, a loop variable or a local (not a host expression). */
+static bool is_host_expr(const IRExpr *e) {
+  if (!e)
+    return true;
+  if (e->kind == IR_LOAD || dtype_is_float(e->type))
+    return false;
+  if (e->kind == IR_VAR && (e->var->kind == VAR_LOOP || e->var->kind == VAR_LOCAL))
+    return false;
+  if (e->kind == IR_CALL)
+    return false;
+  for (int i = 0; i < e->nargs; i++)
+    if (!is_host_expr(e->args[i]))
+      return false;
+  return is_host_expr(e->a) && is_host_expr(e->b) && is_host_expr(e->c);
+}
+
+static bool expr_has(const IRExpr *e, IRExprKind k) {
+  if (!e)
+    return false;
+  if (e->kind == k)
+    return true;
+  for (int i = 0; i < e->nidx; i++)
+    if (expr_has(e->idx[i], k))
+      return true;
+  for (int i = 0; i < e->nargs; i++)
+    if (expr_has(e->args[i], k))
+      return true;
+  return expr_has(e->a, k) || expr_has(e->b, k) || expr_has(e->c, k);
+}
+
+static bool expr_uses_var(const IRExpr *e, const IRVar *v) {
+  if (!e)
+    return false;
+  if (e->kind == IR_VAR && e->var == v)
+    return true;
+  for (int i = 0; i < e->nidx; i++)
+    if (expr_uses_var(e->idx[i], v))
+      return true;
+  for (int i = 0; i < e->nargs; i++)
+    if (expr_uses_var(e->args[i], v))
+      return true;
+  return expr_uses_var(e->a, v) || expr_uses_var(e->b, v) || expr_uses_var(e->c, v);
+}
+
+static bool stmt_uses_var(const IRStmt *s, const IRVar *v) {
+  if (!s)
+    return false;
+  if (s->var == v && (s->kind == S_ASSIGN))
+    return true;
+  for (int i = 0; i < s->nidx; i++)
+    if (expr_uses_var(s->idx[i], v))
+      return true;
+  for (int i = 0; i < s->n; i++)
+    if (stmt_uses_var(s->stmts[i], v))
+      return true;
+  return expr_uses_var(s->lo, v) || expr_uses_var(s->extent, v) || expr_uses_var(s->value, v) ||
+         expr_uses_var(s->cond, v) || stmt_uses_var(s->body, v) || stmt_uses_var(s->then, v) ||
+         stmt_uses_var(s->els, v);
+}
+
+static bool stmt_has_thread_loop(const IRStmt *s) {
+  if (!s)
+    return false;
+  if (s->kind == S_FOR && s->fkind == FOR_GPU_THREAD)
+    return true;
+  for (int i = 0; i < s->n; i++)
+    if (stmt_has_thread_loop(s->stmts[i]))
+      return true;
+  return stmt_has_thread_loop(s->body) || stmt_has_thread_loop(s->then) ||
+         stmt_has_thread_loop(s->els);
+}
+
+typedef VEC(IRVar *) VarList;
+typedef VEC(IRStmt *) StmtList;
+typedef VEC(IRExpr *) ExprList;
+
+/* Locals declared anywhere in s. */
+
+static void collect_decls(Emit *E, const IRStmt *s, VarList *out) {
+  if (!s)
+    return;
+  if (s->kind == S_DECL)
+    vec_push(E->c->arena, out, s->var);
+  for (int i = 0; i < s->n; i++)
+    collect_decls(E, s->stmts[i], out);
+  collect_decls(E, s->body, out);
+  collect_decls(E, s->then, out);
+  collect_decls(E, s->els, out);
+}
+
+static bool in_list(const VarList *l, const IRVar *v) {
+  for (int i = 0; i < l->len; i++)
+    if (l->data[i] == v)
+      return true;
+  return false;
+}
+
+/* Locals assigned in s but declared outside it. */
+static void collect_outer_assigns(Emit *E, const IRStmt *s, const VarList *inner, VarList *out) {
+  if (!s)
+    return;
+  if (s->kind == S_ASSIGN && !in_list(inner, s->var) && !in_list(out, s->var))
+    vec_push(E->c->arena, out, s->var);
+  for (int i = 0; i < s->n; i++)
+    collect_outer_assigns(E, s->stmts[i], inner, out);
+  collect_outer_assigns(E, s->body, inner, out);
+  collect_outer_assigns(E, s->then, inner, out);
+  collect_outer_assigns(E, s->els, inner, out);
+}
+
+/* Every assignment to v in s is v = v OP e (or OP(v, e)) with e free of v and
+ * one OP throughout; v is not read otherwise.  Sets *op. */
+static bool reduction_of(const IRStmt *s, const IRVar *v, int *op) {
+  if (!s)
+    return true;
+  if (s->kind == S_ASSIGN && s->var == v) {
+    const IRExpr *x = s->value;
+    if (x->kind != IR_BIN ||
+        !(x->op == OP_ADD || x->op == OP_MUL || x->op == OP_MIN || x->op == OP_MAX))
+      return false;
+    if (!(x->a->kind == IR_VAR && x->a->var == v) || expr_uses_var(x->b, v))
+      return false;
+    if (*op >= 0 && *op != x->op)
+      return false;
+    *op = x->op;
+    return true;
+  }
+  for (int i = 0; i < s->nidx; i++)
+    if (expr_uses_var(s->idx[i], v))
+      return false;
+  if (expr_uses_var(s->lo, v) || expr_uses_var(s->extent, v) || expr_uses_var(s->value, v) ||
+      expr_uses_var(s->cond, v))
+    return false;
+  for (int i = 0; i < s->n; i++)
+    if (!reduction_of(s->stmts[i], v, op))
+      return false;
+  return reduction_of(s->body, v, op) && reduction_of(s->then, v, op) &&
+         reduction_of(s->els, v, op);
+}
+
+/* ---- block reductions ---- */
+
+/* The identity of `op` on values of type t, as IR. */
+static IRExpr *red_identity(Ctx *c, int op, tc_dtype t) {
+  const DTypeInfo *d = &dtype_info[t];
+  switch (op) {
+  case OP_ADD:
+    return d->is_float ? ir_float(c, t, 0) : ir_int(c, t, 0);
+  case OP_MUL:
+    return d->is_float ? ir_float(c, t, 1) : ir_int(c, t, 1);
+  case OP_MIN:
+    if (d->is_float)
+      return ir_float(c, t, INFINITY);
+    if (d->is_bool || !d->is_signed)
+      return ir_int(c, t, -1);
+    return ir_int(c, t, (int64_t)(((uint64_t)1 << (d->bits - 1)) - 1));
+  default:
+    if (d->is_float)
+      return ir_float(c, t, -INFINITY);
+    if (d->is_bool || !d->is_signed)
+      return ir_int(c, t, 0);
+    return ir_int(c, t, (int64_t)((uint64_t)-1 << (d->bits - 1)));
+  }
+}
+
+static const char *op_name(int op) {
+  return op == OP_ADD ? "add" : op == OP_MUL ? "mul" : op == OP_MIN ? "min" : "max";
+}
+
+/* tc_bred_<op>_<type>(v, scratch): the block's reduction of every thread's
+ * v, returned to every thread; warp shuffles, then the warps' partials
+ * combined in warp order by every thread (deterministic, uniform). */
+static void emit_red_helper(Emit *E, Buf *b, BinOp op, tc_dtype t) {
+  Ctx *c = E->c;
+  const char *ty = vtype(t);
+  const char *sh = (t == TC_BOOL || is_narrow_int(t)) ? "int" : ty;
+  IRVar *x = ir_new_var(c, "x", VAR_LOCAL, t), *y = ir_new_var(c, "y", VAR_LOCAL, t);
+  char *comb = expr_text(E, ir_bin(c, op, ir_var(c, x), ir_var(c, y)));
+  buf_printf(b,
+             "__device__ __forceinline__ %s tc_comb_%s_%s(%s x, %s y) { return %s; }\n"
+             "__device__ %s tc_bred_%s_%s(%s v, unsigned long long *sm) {\n"
+             "  for (int o = 16; o > 0; o >>= 1)\n"
+             "    v = tc_comb_%s_%s(v, (%s)__shfl_xor_sync(0xffffffffu, (%s)v, o));\n"
+             "  %s *p = (%s *)sm;\n"
+             "  __syncthreads();\n"
+             "  if ((threadIdx.x & 31) == 0) p[threadIdx.x >> 5] = v;\n"
+             "  __syncthreads();\n"
+             "  v = p[0];\n"
+             "  for (int w = 1; w < (int)(blockDim.x >> 5); w++) v = tc_comb_%s_%s(v, p[w]);\n"
+             "  return v;\n"
+             "}\n",
+             ty, op_name(op), suffix(t), ty, ty, comb, ty, op_name(op), suffix(t), ty,
+             op_name(op), suffix(t), ty, sh, ty, ty, op_name(op), suffix(t));
+}
+
+/* ---- uses: what a kernel's preamble declares ---- */
+
+typedef struct Uses {
+  bool *buf, *size, *shape, *stride;
+  bool fail;
+} Uses;
+
+static void uses_var(Uses *u, const IRVar *v) {
+  switch (v->kind) {
+  case VAR_SIZE: u->size[v->sym->id] = true; break;
+  case VAR_SHAPE: u->shape[v->buf->dim_offset + v->dim] = true; break;
+  case VAR_STRIDE: u->stride[v->buf->dim_offset + v->dim] = true; break;
+  default: break;
+  }
+}
+
+static void uses_expr(Uses *u, const IRExpr *e) {
+  if (!e)
+    return;
+  if (e->kind == IR_VAR)
+    uses_var(u, e->var);
+  if (e->kind == IR_LOAD)
+    u->buf[e->buf->slot] = true;
+  if (e->kind == IR_FAIL)
+    u->fail = true;
+  for (int i = 0; i < e->nidx; i++)
+    uses_expr(u, e->idx[i]);
+  for (int i = 0; i < e->nargs; i++)
+    uses_expr(u, e->args[i]);
+  uses_expr(u, e->a);
+  uses_expr(u, e->b);
+  uses_expr(u, e->c);
+}
+
+static void uses_stmt(Uses *u, const IRStmt *s) {
+  if (!s)
+    return;
+  if (s->kind == S_STORE)
+    u->buf[s->buf->slot] = true;
+  if (s->kind == S_CHECK)
+    u->fail = true;
+  for (int i = 0; i < s->nidx; i++)
+    uses_expr(u, s->idx[i]);
+  uses_expr(u, s->lo);
+  uses_expr(u, s->extent);
+  uses_expr(u, s->value);
+  uses_expr(u, s->cond);
+  uses_stmt(u, s->body);
+  uses_stmt(u, s->then);
+  uses_stmt(u, s->els);
+  for (int i = 0; i < s->n; i++)
+    uses_stmt(u, s->stmts[i]);
+}
+
+static Uses new_uses(Emit *E) {
+  Arena *a = E->c->arena;
+  IRFunc *f = E->f;
+  Uses u = {0};
+  u.buf = arena_alloc(a, (size_t)f->nbufs + 1);
+  u.size = arena_alloc(a, (size_t)f->nsizes + 1);
+  u.shape = arena_alloc(a, (size_t)f->ndims + 1);
+  u.stride = arena_alloc(a, (size_t)f->ndims + 1);
+  return u;
+}
+
+int emitcuda_fail_slot(const IRFunc *f) { return f->nbufs + 2 * f->ndims + f->nsizes; }
+
+static void emit_preamble(Emit *E, Buf *b, const Uses *u) {
+  IRFunc *f = E->f;
+  for (int i = 0; i < f->nsizes; i++)
+    if (u->size[i])
+      buf_printf(b, "  const tc_i64 %s = (tc_i64)a.s[%d];\n", f->sizes[i]->name,
+                 f->nbufs + 2 * f->ndims + i);
+  for (int i = 0; i < f->nbufs; i++) {
+    Buffer *bf = f->bufs[i];
+    for (int d = 0; d < bf->rank; d++) {
+      int k = bf->dim_offset + d;
+      if (u->shape[k])
+        buf_printf(b, "  const tc_i64 %s = (tc_i64)a.s[%d];\n", bf->shape[d]->name,
+                   f->nbufs + k);
+      if (u->stride[k])
+        buf_printf(b, "  const tc_i64 %s = (tc_i64)a.s[%d];\n", bf->stride[d]->name,
+                   f->nbufs + f->ndims + k);
+    }
+  }
+  for (int i = 0; i < f->nbufs; i++) {
+    Buffer *bf = f->bufs[i];
+    if (!u->buf[i])
+      continue;
+    const char *cq = bf->tensor && bf->tensor->role == T_INPUT ? "const " : "";
+    const char *ct = ctype(bf->dtype);
+    buf_printf(b, "  %s%s *__restrict__ %s = (%s%s *)a.s[%d];\n", cq, ct, bf->name, cq, ct,
+               bf->slot);
+  }
+  if (u->fail)
+    buf_printf(b, "  tc_fail_rec *tc_fr = (tc_fail_rec *)a.s[%d];\n", emitcuda_fail_slot(f));
+}
+
+/* ---- statements ---- */
+
+static void emit_end(Emit *E, Buf *b, const IRStmt *s) {
+  emit_bare(E, b, ir_add(E->c, s->lo, s->extent));
+}
+
+static void emit_store(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  IASSERT(E->c, s->nidx == 1);
+  tc_dtype t = s->buf->dtype;
+  IASSERT(E->c, s->value->type == t);
+  buf_indent(b, ind);
+  buf_printf(b, "%s[", s->buf->name);
+  emit_bare(E, b, s->idx[0]);
+  buf_puts(b, "] = ");
+  if (t == TC_FLOAT16 || t == TC_BFLOAT16) {
+    const IRExpr *v = s->value;
+    use(E, t == TC_FLOAT16 ? H_F16 : H_BF16, TC_FLOAT32);
+    buf_puts(b, t == TC_FLOAT16 ? "tc_f2h(" : "tc_f2b(");
+    if (v->kind == IR_CAST && v->a->type != TC_FLOAT64)
+      emit_convert(E, b, TC_FLOAT32, v->a->type, expr_text(E, v->a));
+    else
+      emit_bare(E, b, v);
+    buf_puts(b, ")");
+  } else if (t == TC_BOOL) {
+    buf_puts(b, "(tc_u8)(");
+    emit_expr(E, b, s->value);
+    buf_puts(b, " ? 1 : 0)");
+  } else {
+    emit_bare(E, b, s->value);
+  }
+  buf_puts(b, ";\n");
+}
+
+static void emit_check(Emit *E, Buf *b, const IRStmt *s, int ind, Scope sc) {
+  IASSERT(E->c, s->value && s->value->kind == IR_FAIL);
+  /* a return is safe only where every thread takes it together, or where
+   * no barrier follows */
+  IASSERT(E->c, sc == SC_BLOCK || E->gk == GK_POINTWISE);
+  E->plan->can_fail = true;
+  const IRExpr *fl = s->value;
+  buf_indent(b, ind);
+  buf_puts(b, "if (!(");
+  emit_bare(E, b, s->cond);
+  buf_puts(b, ")) {\n");
+  buf_indent(b, ind + 1);
+  buf_printf(b, "tc_report(tc_fr, %d, (long long)(", fl->site);
+  emit_bare(E, b, fl->a);
+  buf_puts(b, "), (long long)(");
+  emit_bare(E, b, fl->b);
+  buf_puts(b, "));\n");
+  buf_indent(b, ind + 1);
+  buf_puts(b, "return;\n");
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+static void barrier_if_dirty(Emit *E, Buf *b, int ind) {
+  if (!E->dirty)
+    return;
+  buf_indent(b, ind);
+  buf_puts(b, "__syncthreads();\n");
+  E->dirty = false;
+}
+
+static IRVar *fresh_local(Emit *E, const char *prefix, tc_dtype t) {
+  return ir_new_var(E->c, arena_printf(E->c->arena, "%s%d", prefix, E->ntmp++), VAR_LOCAL, t);
+}
+
+static void emit_serial_for(Emit *E, Buf *b, const IRStmt *s, int ind, Scope sc) {
+  const char *v = s->var->name;
+  buf_indent(b, ind);
+  buf_printf(b, "for (tc_i64 %s = ", v);
+  emit_bare(E, b, s->lo);
+  buf_printf(b, "; %s < ", v);
+  emit_end(E, b, s);
+  buf_printf(b, "; %s++) {\n", v);
+  IRStmt *body = s->body;
+  if (body && body->kind == S_BLOCK)
+    emit_list(E, b, body->stmts, body->n, ind + 1, sc);
+  else if (body)
+    emit_list(E, b, &body, 1, ind + 1, sc);
+  if (sc == SC_BLOCK)
+    barrier_if_dirty(E, b, ind + 1); /* before the next iteration */
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+/* A thread loop in block scope: block-stride, with collective reductions of
+ * the outer locals it updates (or serial, when it updates one otherwise). */
+static void emit_thread_loop(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  Ctx *c = E->c;
+  VarList inner = {0}, outer = {0};
+  collect_decls(E, s->body, &inner);
+  collect_outer_assigns(E, s->body, &inner, &outer);
+  int *ops = arena_alloc(c->arena, sizeof(int) * (size_t)(outer.len + 1));
+  for (int i = 0; i < outer.len; i++) {
+    ops[i] = -1;
+    if (!reduction_of(s->body, outer.data[i], &ops[i]) || ops[i] < 0) {
+      emit_serial_for(E, b, s, ind, SC_BLOCK);
+      return;
+    }
+  }
+  barrier_if_dirty(E, b, ind);
+  buf_indent(b, ind);
+  buf_puts(b, "{\n");
+  int mark = E->renames.len;
+  IRVar **part = arena_alloc(c->arena, sizeof(IRVar *) * (size_t)(outer.len + 1));
+  for (int i = 0; i < outer.len; i++) {
+    tc_dtype t = outer.data[i]->type;
+    part[i] = fresh_local(E, "tc_p", t);
+    buf_indent(b, ind + 1);
+    buf_printf(b, "%s %s = ", vtype(t), part[i]->name);
+    emit_bare(E, b, red_identity(c, ops[i], t));
+    buf_puts(b, ";\n");
+    Rename r = {outer.data[i], part[i]};
+    vec_push(c->arena, &E->renames, r);
+  }
+  const char *v = s->var->name;
+  buf_indent(b, ind + 1);
+  buf_puts(b, "#pragma unroll 4\n"); /* loads of several iterations in flight */
+  buf_indent(b, ind + 1);
+  buf_printf(b, "for (tc_i64 %s = ", v);
+  emit_bare(E, b, s->lo);
+  buf_printf(b, " + (tc_i64)threadIdx.x; %s < ", v);
+  emit_end(E, b, s);
+  buf_printf(b, "; %s += (tc_i64)blockDim.x) {\n", v);
+  IRStmt *body = s->body;
+  bool staged = reads_stage(E, s);
+  if (staged) {
+    E->st.first = !E->st.staged;
+    emit_stage_value(E, b, s, ind + 2);
+    E->st.cur = s->var;
+  }
+  if (body && body->kind == S_BLOCK)
+    emit_list(E, b, body->stmts, body->n, ind + 2, SC_THREAD);
+  else if (body)
+    emit_list(E, b, &body, 1, ind + 2, SC_THREAD);
+  if (staged) {
+    E->st.cur = NULL;
+    E->st.staged = true;
+  }
+  buf_indent(b, ind + 1);
+  buf_puts(b, "}\n");
+  E->renames.len = mark;
+  for (int i = 0; i < outer.len; i++) {
+    tc_dtype t = outer.data[i]->type;
+    E->need_red[ops[i]][t] = true;
+    E->uses_red = true;
+    buf_indent(b, ind + 1);
+    buf_printf(b, "%s = tc_bred_%s_%s(%s, tc_red);\n", part[i]->name, op_name(ops[i]),
+               suffix(t), part[i]->name);
+    IRStmt *upd = ir_assign(c, outer.data[i],
+                            ir_bin(c, (BinOp)ops[i], ir_var(c, outer.data[i]), ir_var(c, part[i])));
+    emit_list(E, b, &upd, 1, ind + 1, SC_THREAD);
+  }
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+  E->dirty = true;
+}
+
+static void emit_stmt(Emit *E, Buf *b, IRStmt *s, int ind, Scope sc) {
+  switch (s->kind) {
+  case S_BLOCK:
+    emit_list(E, b, s->stmts, s->n, ind, sc);
+    return;
+  case S_FOR:
+    if (sc == SC_BLOCK && s->fkind == FOR_GPU_THREAD) {
+      emit_thread_loop(E, b, s, ind);
+      return;
+    }
+    if (sc == SC_BLOCK)
+      barrier_if_dirty(E, b, ind);
+    emit_serial_for(E, b, s, ind, sc);
+    return;
+  case S_STORE:
+    if (sc == SC_BLOCK) {
+      barrier_if_dirty(E, b, ind);
+      buf_indent(b, ind);
+      buf_puts(b, "if (threadIdx.x == 0) {\n");
+      emit_store(E, b, s, ind + 1);
+      buf_indent(b, ind);
+      buf_puts(b, "}\n");
+      E->dirty = true;
+      return;
+    }
+    emit_store(E, b, s, ind);
+    return;
+  case S_DECL:
+  case S_ASSIGN:
+    IASSERT(E->c, s->var->kind == VAR_LOCAL && s->value->type == s->var->type);
+    if (sc == SC_BLOCK && expr_has(s->value, IR_LOAD))
+      barrier_if_dirty(E, b, ind);
+    buf_indent(b, ind);
+    if (s->kind == S_DECL)
+      buf_printf(b, "%s ", vtype(s->var->type));
+    emit_var(E, b, s->var);
+    buf_puts(b, " = ");
+    emit_bare(E, b, s->value);
+    buf_puts(b, ";\n");
+    return;
+  case S_IF: {
+    if (sc == SC_BLOCK)
+      barrier_if_dirty(E, b, ind);
+    buf_indent(b, ind);
+    buf_puts(b, "if (");
+    emit_bare(E, b, s->cond);
+    buf_puts(b, ") {\n");
+    if (s->then)
+      emit_stmt(E, b, s->then, ind + 1, sc);
+    bool dirty = E->dirty;
+    if (s->els) {
+      buf_indent(b, ind);
+      buf_puts(b, "} else {\n");
+      E->dirty = false;
+      emit_stmt(E, b, s->els, ind + 1, sc);
+    }
+    E->dirty |= dirty;
+    buf_indent(b, ind);
+    buf_puts(b, "}\n");
+    return;
+  }
+  case S_CHECK:
+    if (sc == SC_BLOCK)
+      barrier_if_dirty(E, b, ind);
+    emit_check(E, b, s, ind, sc);
+    return;
+  case S_ALLOC: /* the CPU scheduler's (tile.c) */
+  default: /* S_ALLOC and any later kind: not in the GPU dialect */
+    break;
+  }
+  IASSERT(E->c, !"IR statement kind outside the GPU dialect");
+}
+
+static void emit_list(Emit *E, Buf *b, IRStmt *const *list, int n, int ind, Scope sc) {
+  for (int i = 0; i < n; i++)
+    if (list[i])
+      emit_stmt(E, b, list[i], ind, sc);
+}
+
+/* ---- kernels ---- */
+
+typedef struct KernelShape {
+  IRStmt *blocks[TC_MAX_RANK * 4]; /* the chain of block loops, outermost first */
+  int nblocks;
+  IRStmt *rest;                    /* what the innermost block loop runs */
+} KernelShape;
+
+static KernelShape kernel_shape(IRStmt *root) {
+  KernelShape k = {{0}, 0, root};
+  IRStmt *s = unwrap(root);
+  while (s && s->kind == S_FOR && s->fkind == FOR_GPU_BLOCK &&
+         k.nblocks < (int)(sizeof k.blocks / sizeof k.blocks[0])) {
+    k.blocks[k.nblocks++] = s;
+    k.rest = s->body;
+    s = unwrap(s->body);
+  }
+  return k;
+}
+
+/* The product of the block loops' extents, or NULL for none. */
+static IRExpr *outer_count(Emit *E, const KernelShape *k) {
+  IRExpr *n = NULL;
+  for (int i = 0; i < k->nblocks; i++)
+    n = n ? ir_mul(E->c, n, k->blocks[i]->extent) : k->blocks[i]->extent;
+  return n ? simplify_expr(E->c, n) : NULL;
+}
+
+/* Sets the block loops' variables from the collapsed iteration `q`. */
+static void emit_decompose(Emit *E, Buf *b, const KernelShape *k, const char *q, int ind) {
+  if (k->nblocks == 0)
+    return;
+  const char *rest = q;
+  for (int i = k->nblocks - 1; i >= 0; i--) {
+    IRStmt *L = k->blocks[i];
+    buf_indent(b, ind);
+    buf_printf(b, "const tc_i64 %s = ", L->var->name);
+    int64_t lo;
+    if (!(ir_is_const(L->lo, &lo) && lo == 0)) {
+      emit_expr(E, b, L->lo);
+      buf_puts(b, " + ");
+    }
+    if (i == 0) {
+      buf_printf(b, "%s;\n", rest);
+      break;
+    }
+    E->need_qdiv = true;
+    char *ext = expr_text(E, L->extent);
+    const char *next = arena_printf(E->c->arena, "tc_q%d", E->ntmp++);
+    buf_printf(b, "(%s - tc_qdiv(%s, %s) * (%s));\n", rest, rest, ext, ext);
+    buf_indent(b, ind);
+    buf_printf(b, "const tc_i64 %s = tc_qdiv(%s, %s);\n", next, rest, ext);
+    rest = next;
+  }
+}
+
+static void emit_body_of(Emit *E, Buf *b, IRStmt *s, int ind, Scope sc) {
+  if (!s)
+    return;
+  if (s->kind == S_BLOCK)
+    emit_list(E, b, s->stmts, s->n, ind, sc);
+  else
+    emit_list(E, b, &s, 1, ind, sc);
+}
+
+/* Emits tc_k<N> with `body` text, declaring what `stmts` use; `minb`:
+ * blocks per multiprocessor for __launch_bounds__. */
+static void finish_kernel_minb(Emit *E, int k, int threads, int minb, IRStmt **stmts, int n,
+                               Buf *body, const IRExpr *extra1, const IRExpr *extra2) {
+  Uses u = new_uses(E);
+  for (int i = 0; i < n; i++)
+    uses_stmt(&u, stmts[i]);
+  uses_expr(&u, extra1);
+  uses_expr(&u, extra2);
+  Buf *o = &E->kernels;
+  buf_printf(o, "\nextern \"C\" __global__ void __launch_bounds__(%d, %d) tc_k%d(const tc_args a) {\n",
+             threads, minb, k);
+  emit_preamble(E, o, &u);
+  if (E->uses_red)
+    buf_puts(o, "  __shared__ unsigned long long tc_red[32];\n");
+  buf_putn(o, body->s ? body->s : "", body->len);
+  buf_puts(o, "}\n");
+  if (body->oom)
+    o->oom = true;
+  buf_free(body);
+}
+
+/* Emits tc_k<N> with `body` text, declaring what `stmts` use. */
+static void finish_kernel(Emit *E, int k, int threads, IRStmt **stmts, int n, Buf *body,
+                          const IRExpr *extra1, const IRExpr *extra2) {
+  finish_kernel_minb(E, k, threads, 1, stmts, n, body, extra1, extra2);
+}
+
+static GpuStep *new_step(Emit *E, GpuStepKind k) {
+  GpuStep *s = arena_alloc(E->c->arena, sizeof *s);
+  s->kind = k;
+  return s;
+}
+
+static void begin_kernel(Emit *E, GpuKernelKind gk) {
+  E->gk = gk;
+  E->dirty = false;
+  E->uses_red = false;
+  E->renames.len = 0;
+}
+
+/* A POINTWISE kernel: block loops on y, the thread loop on x. */
+static GpuStep *kernel_pointwise(Emit *E, IRStmt *root, const KernelShape *k, IRStmt *t) {
+  int id = E->plan->nkernels++;
+  begin_kernel(E, GK_POINTWISE);
+  IRExpr *outer = outer_count(E, k);
+  Buf b = {0};
+  int ind = 1;
+  if (outer) {
+    buf_puts(&b, "  const tc_i64 tc_ny = ");
+    emit_bare(E, &b, outer);
+    buf_puts(&b, ";\n  for (tc_i64 tc_y = (tc_i64)blockIdx.y * blockDim.y + threadIdx.y; "
+                 "tc_y < tc_ny; tc_y += (tc_i64)gridDim.y * blockDim.y) {\n");
+    emit_decompose(E, &b, k, "tc_y", 2);
+    ind = 2;
+  } else {
+    buf_puts(&b, "  if (blockIdx.y == 0 && threadIdx.y == 0) {\n");
+    ind = 2;
+  }
+  buf_indent(&b, ind);
+  buf_puts(&b, "const tc_i64 tc_nx = ");
+  emit_bare(E, &b, t->extent);
+  buf_puts(&b, ";\n");
+  buf_indent(&b, ind);
+  buf_puts(&b, "#pragma unroll 4\n");
+  buf_indent(&b, ind);
+  buf_puts(&b, "for (tc_i64 tc_x = (tc_i64)blockIdx.x * blockDim.x + threadIdx.x; "
+               "tc_x < tc_nx; tc_x += (tc_i64)gridDim.x * blockDim.x) {\n");
+  buf_indent(&b, ind + 1);
+  buf_printf(&b, "const tc_i64 %s = ", t->var->name);
+  emit_bare(E, &b, ir_add(E->c, t->lo, ir_var(E->c, ir_new_var(E->c, "tc_x", VAR_LOCAL,
+                                                                    TC_INT64))));
+  buf_puts(&b, ";\n");
+  emit_body_of(E, &b, t->body, ind + 1, SC_THREAD);
+  buf_indent(&b, ind);
+  buf_puts(&b, "}\n  }\n");
+  finish_kernel(E, id, 256, &root, 1, &b, outer, NULL);
+  GpuStep *s = new_step(E, GS_LAUNCH);
+  s->kernel = id;
+  s->gk = GK_POINTWISE;
+  s->outer = outer;
+  s->inner = t->extent;
+  s->threads = 256;
+  return s;
+}
+
+/* ---- staging a row in shared memory ---- */
+
+/* Loads in s evaluated whenever s runs (not under a select's arms, the
+ * right of && or ||, an if or a nested loop). */
+static void uncond_loads_expr(Emit *E, IRExpr *e, ExprList *out) {
+  if (!e)
+    return;
+  if (e->kind == IR_LOAD)
+    vec_push(E->c->arena, out, e);
+  if (e->kind == IR_SELECT) {
+    uncond_loads_expr(E, e->a, out);
+    return;
+  }
+  if (e->kind == IR_BIN && (e->op == OP_AND || e->op == OP_OR)) {
+    uncond_loads_expr(E, e->a, out);
+    return;
+  }
+  for (int i = 0; i < e->nargs; i++)
+    uncond_loads_expr(E, e->args[i], out);
+  uncond_loads_expr(E, e->a, out);
+  uncond_loads_expr(E, e->b, out);
+  uncond_loads_expr(E, e->c, out);
+}
+
+static void uncond_loads(Emit *E, IRStmt *s, ExprList *out) {
+  if (!s)
+    return;
+  if (s->kind == S_BLOCK)
+    for (int i = 0; i < s->n; i++)
+      uncond_loads(E, s->stmts[i], out);
+  if (s->kind == S_DECL || s->kind == S_ASSIGN || s->kind == S_STORE)
+    uncond_loads_expr(E, s->value, out);
+}
+
+static bool stores_buf(const IRStmt *s, const Buffer *b) {
+  if (!s)
+    return false;
+  if (s->kind == S_STORE && s->buf == b)
+    return true;
+  for (int i = 0; i < s->n; i++)
+    if (stores_buf(s->stmts[i], b))
+      return true;
+  return stores_buf(s->body, b) || stores_buf(s->then, b) || stores_buf(s->els, b);
+}
+
+/* The thread loops of a block-scope list, in order. */
+static void thread_loops(IRStmt *s, StmtList *out, Arena *a) {
+  if (!s)
+    return;
+  if (s->kind == S_BLOCK)
+    for (int i = 0; i < s->n; i++)
+      thread_loops(s->stmts[i], out, a);
+  else if (s->kind == S_FOR && s->fkind == FOR_GPU_THREAD)
+    vec_push(a, out, s);
+}
+
+/* Chooses the row to stage: an input read unconditionally, at the loop's
+ * variable, by at least two thread loops over the same range. */
+static void find_stage(Emit *E, IRStmt *root, IRStmt *rest) {
+  memset(&E->st, 0, sizeof E->st);
+  StmtList loops = {0};
+  thread_loops(rest, &loops, E->c->arena);
+  IRVar *canon = ir_new_var(E->c, "tc_canon", VAR_LOOP, TC_INT64);
+  for (int i = 0; i < loops.len && !E->st.buf; i++) {
+    IRStmt *L = loops.data[i];
+    ExprList lds = {0};
+    uncond_loads(E, L->body, &lds);
+    for (int k = 0; k < lds.len && !E->st.buf; k++) {
+      IRExpr *ld = lds.data[k];
+      if (!expr_uses_var(ld->idx[0], L->var) || stores_buf(root, ld->buf) ||
+          dtype_info[ld->buf->dtype].size > 8)
+        continue;
+      VarSub v = {L->var, ir_var(E->c, canon)};
+      IRExpr *pat = var_sub(E->c, &v, ld->idx[0]);
+      for (int j = i + 1; j < loops.len && !E->st.buf; j++) {
+        IRStmt *M = loops.data[j];
+        if (!ir_equal(M->lo, L->lo) || !ir_equal(M->extent, L->extent) ||
+            !is_host_expr(L->extent))
+          continue;
+        ExprList l2 = {0};
+        uncond_loads(E, M->body, &l2);
+        VarSub w = {M->var, ir_var(E->c, canon)};
+        for (int q = 0; q < l2.len && !E->st.buf; q++)
+          if (l2.data[q]->buf == ld->buf && ir_equal(var_sub(E->c, &w, l2.data[q]->idx[0]), pat)) {
+            E->st.buf = ld->buf;
+            E->st.pat = pat;
+            E->st.canon = canon;
+            E->st.loop = L;
+          }
+      }
+    }
+  }
+}
+
+/* Whether thread loop s reads the staged row. */
+static bool reads_stage(Emit *E, const IRStmt *s) {
+  if (!E->st.buf || !ir_equal(s->lo, E->st.loop->lo) || !ir_equal(s->extent, E->st.loop->extent))
+    return false;
+  ExprList lds = {0};
+  uncond_loads(E, s->body, &lds);
+  VarSub v = {s->var, ir_var(E->c, E->st.canon)};
+  for (int i = 0; i < lds.len; i++)
+    if (lds.data[i]->buf == E->st.buf && ir_equal(var_sub(E->c, &v, lds.data[i]->idx[0]), E->st.pat))
+      return true;
+  return false;
+}
+
+/* The staged element of thread loop s into tc_sv: the first reader loads
+ * and stages it, later ones read the stage (when the launch gave room). */
+static void emit_stage_value(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  VarSub v = {E->st.canon, ir_var(E->c, s->var)};
+  IRExpr *idx = var_sub(E->c, &v, E->st.pat);
+  IRExpr *ld = ir_load(E->c, (Buffer *)E->st.buf, &idx, 1);
+  const char *ct = ctype(E->st.buf->dtype);
+  char *slot = expr_text(E, ir_sub(E->c, ir_var(E->c, s->var), s->lo));
+  buf_indent(b, ind);
+  buf_printf(b, "const %s tc_sv = ", ct);
+  if (!E->st.first)
+    buf_printf(b, "tc_st ? tc_row[%s] : ", slot);
+  buf_printf(b, "%s[", E->st.buf->name);
+  emit_bare(E, b, ld->idx[0]);
+  buf_puts(b, "];\n");
+  if (E->st.first) {
+    buf_indent(b, ind);
+    buf_printf(b, "if (tc_st) tc_row[%s] = tc_sv;\n", slot);
+  }
+}
+
+/* The extent of the first thread loop in block scope, when a host
+ * expression: the length of the rows. */
+static const IRExpr *row_length(const IRStmt *s) {
+  if (!s)
+    return NULL;
+  if (s->kind == S_FOR && s->fkind == FOR_GPU_THREAD)
+    return is_host_expr(s->extent) ? s->extent : NULL;
+  if (s->kind == S_FOR)
+    return NULL;
+  for (int i = 0; i < s->n; i++) {
+    const IRExpr *e = row_length(s->stmts[i]);
+    if (e)
+      return e;
+  }
+  const IRExpr *e = row_length(s->then);
+  return e ? e : row_length(s->els);
+}
+
+/* A ROWS kernel: one block per collapsed block-loop iteration; the host
+ * sizes the block from the row length (about 32 elements a thread, 64 to
+ * 1024 threads), and gives it shared memory for the staged row when the
+ * row fits (then its later passes read the row on chip). */
+static GpuStep *kernel_rows(Emit *E, IRStmt *root, const KernelShape *k) {
+  int id = E->plan->nkernels++;
+  begin_kernel(E, GK_ROWS);
+  IRExpr *outer = outer_count(E, k);
+  Buf b = {0};
+  find_stage(E, root, k->rest);
+  if (E->st.buf) {
+    const char *ct = ctype(E->st.buf->dtype);
+    buf_printf(&b, "  extern __shared__ __align__(16) unsigned char tc_dyn[];\n"
+                   "  %s *tc_row = (%s *)tc_dyn;\n"
+                   "  const bool tc_st = (tc_u64)tc_dyn_smem() >= (tc_u64)(", ct, ct);
+    emit_bare(E, &b, E->st.loop->extent);
+    buf_printf(&b, ") * %d;\n", dtype_info[E->st.buf->dtype].size);
+  }
+  buf_puts(&b, "  const tc_i64 tc_nb = ");
+  emit_bare(E, &b, outer);
+  buf_puts(&b, ";\n  for (tc_i64 tc_b = blockIdx.x; tc_b < tc_nb; tc_b += gridDim.x) {\n");
+  emit_decompose(E, &b, k, "tc_b", 2);
+  emit_body_of(E, &b, k->rest, 2, SC_BLOCK);
+  barrier_if_dirty(E, &b, 2);
+  buf_puts(&b, "  }\n");
+  finish_kernel(E, id, 1024, &root, 1, &b, outer, NULL);
+  GpuStep *s = new_step(E, GS_LAUNCH);
+  s->kernel = id;
+  s->gk = GK_ROWS;
+  s->outer = outer;
+  s->inner = row_length(k->rest);
+  s->threads = ROW_THREADS;
+  if (E->st.buf) {
+    s->stage = E->st.loop->extent;
+    s->stage_size = dtype_info[E->st.buf->dtype].size;
+  }
+  memset(&E->st, 0, sizeof E->st);
+  return s;
+}
+
+/* A SINGLE kernel: statements run by one block. */
+static GpuStep *kernel_single(Emit *E, IRStmt **list, int n) {
+  int id = E->plan->nkernels++;
+  begin_kernel(E, GK_SINGLE);
+  bool coop = false;
+  for (int i = 0; i < n; i++)
+    coop |= stmt_has_thread_loop(list[i]);
+  int threads = coop ? ROW_THREADS : 1;
+  Buf b = {0};
+  emit_list(E, &b, list, n, 1, SC_BLOCK);
+  finish_kernel(E, id, threads, list, n, &b, NULL, NULL);
+  GpuStep *s = new_step(E, GS_LAUNCH);
+  s->kernel = id;
+  s->gk = GK_SINGLE;
+  s->threads = threads;
+  return s;
+}
+
+/* Whether the thread loop t can run POINTWISE: no collective, no barrier. */
+static bool pointwise_ok(Emit *E, const IRStmt *t, const KernelShape *k) {
+  if (!t || t->kind != S_FOR || t->fkind != FOR_GPU_THREAD)
+    return false;
+  if (!is_host_expr(t->extent) || !is_host_expr(t->lo))
+    return false;
+  for (int i = 0; i < k->nblocks; i++)
+    if (!is_host_expr(k->blocks[i]->extent))
+      return false;
+  VarList inner = {0}, outer = {0};
+  collect_decls(E, t->body, &inner);
+  collect_outer_assigns(E, t->body, &inner, &outer);
+  return outer.len == 0;
+}
+
+/* ---- the tiled contraction ---- */
+
+enum { TILE = 128, TILE_K = 8, SUB = 8, TILED_MINB = 1 }; /* blocks per SM asked of ptxas */ /* 16 x 16 threads, 8 x 8 outputs each */
+
+typedef struct Tiled {
+  const GpuHint *h;
+  IRStmt *loops[4 * TC_MAX_RANK]; /* the kernel's loops, outermost first */
+  int nloops;
+  IRStmt *mloop, *nloop, *kloop;
+  const IRStmt *decl;             /* acc = init */
+  IRStmt **epi;                   /* after the reduction */
+  int nepi;
+  const IRExpr *rhs, *pa, *pb;    /* acc = acc + rhs; pa, pb: its factors */
+} Tiled;
+
+static const IRExpr *strip(const IRExpr *e) {
+  while (e && e->kind == IR_CAST)
+    e = e->a;
+  return e;
+}
+
+/* Finds the hinted contraction in the kernel at `root`, or false. */
+static bool find_tiled(Emit *E, IRStmt *root, Tiled *t) {
+  memset(t, 0, sizeof *t);
+  for (const GpuHint *h = E->f->gpu; h && !t->h; h = h->next)
+    if (h->root == root->var)
+      t->h = h;
+  if (!t->h)
+    return false;
+  IRStmt *s = unwrap(root);
+  while (is_gpu_loop(s) && t->nloops < (int)(sizeof t->loops / sizeof t->loops[0])) {
+    t->loops[t->nloops++] = s;
+    if (s->var == t->h->m)
+      t->mloop = s;
+    if (s->var == t->h->n)
+      t->nloop = s;
+    s = unwrap(s->body);
+  }
+  if (!t->mloop || !t->nloop || !s || s->kind != S_BLOCK || s->n < 3)
+    return false;
+  for (int i = 0; i < t->nloops; i++)
+    if (!is_host_expr(t->loops[i]->lo) || !is_host_expr(t->loops[i]->extent))
+      return false;
+  t->decl = s->stmts[0];
+  t->kloop = s->stmts[1];
+  IRStmt *u = unwrap(t->kloop->body);
+  if (t->decl->kind != S_DECL || t->decl->var != t->h->acc || t->kloop->kind != S_FOR ||
+      t->kloop->var != t->h->k || !is_host_expr(t->kloop->extent) ||
+      !is_host_expr(t->kloop->lo) || !u || u->kind != S_ASSIGN || u->var != t->h->acc ||
+      u->value->kind != IR_BIN || u->value->op != OP_ADD || !is_var_expr(u->value->a, t->h->acc))
+    return false;
+  t->rhs = u->value->b;
+  const IRExpr *p = strip(t->rhs);
+  if (!p || p->kind != IR_BIN || p->op != OP_MUL)
+    return false;
+  bool swap = expr_uses_var(p->a, t->h->n);
+  t->pa = swap ? p->b : p->a;
+  t->pb = swap ? p->a : p->b;
+  if (expr_uses_var(t->pa, t->h->n) || expr_uses_var(t->pb, t->h->m) ||
+      expr_has(t->pa, IR_FAIL) || expr_has(t->pb, IR_FAIL) ||
+      expr_uses_var(t->decl->value, t->h->k))
+    return false;
+  t->epi = s->stmts + 2;
+  t->nepi = s->n - 2;
+  for (int i = 0; i < t->nepi; i++)
+    if (stmt_uses_var(t->epi[i], t->h->k) || stmt_has_thread_loop(t->epi[i]) ||
+        t->epi[i]->kind == S_FOR)
+      return false;
+  return true;
+}
+
+/* rhs with the factors (by identity) replaced by variables. */
+typedef struct Factors {
+  const IRExpr *pa, *pb;
+  IRExpr *va, *vb;
+} Factors;
+
+static IRExpr *subst_factors(Ctx *c, void *st, IRExpr *e) {
+  Factors *f = st;
+  if (e == f->pa)
+    return f->va;
+  if (e == f->pb)
+    return f->vb;
+  return ir_mutate_expr_children(c, e, subst_factors, st);
+}
+
+/* `var = lo + tile * TILE + offset`, declared with the IR's name. */
+static void emit_tile_var(Emit *E, Buf *b, const IRStmt *L, const char *tile, const char *off,
+                          int ind) {
+  buf_indent(b, ind);
+  buf_printf(b, "const tc_i64 %s = ", L->var->name);
+  emit_expr(E, b, L->lo);
+  buf_printf(b, " + %s * %d + %s;\n", tile, TILE, off);
+}
+
+/* The element (tc_r, tc_kk) of fetch q of one operand's tile: k-fast or
+ * m/n-fast, so that consecutive threads read consecutive addresses. */
+static void emit_tile_coords(Buf *b, bool kfast, int ind) {
+  buf_indent(b, ind);
+  if (kfast)
+    buf_printf(b, "const int tc_l = threadIdx.x + 256 * tc_q, tc_r = tc_l / %d, tc_kk = tc_l %% %d;\n",
+               TILE_K, TILE_K);
+  else
+    buf_printf(b, "const int tc_l = threadIdx.x + 256 * tc_q, tc_r = tc_l %% %d, tc_kk = tc_l / %d;\n",
+               TILE, TILE);
+}
+
+/* Fetches one operand's tile at k offset `kbase` into registers `regs`. */
+static void emit_tile_fetch(Emit *E, Buf *b, const IRStmt *L, const IRStmt *K, const IRExpr *p,
+                            bool kfast, const char *regs, const char *tile, const char *kbase,
+                            int ind) {
+  buf_indent(b, ind);
+  buf_printf(b, "#pragma unroll\n");
+  buf_indent(b, ind);
+  buf_printf(b, "for (int tc_q = 0; tc_q < %d; tc_q++) {\n", TILE * TILE_K / 256);
+  emit_tile_coords(b, kfast, ind + 1);
+  emit_tile_var(E, b, L, tile, "tc_r", ind + 1);
+  buf_indent(b, ind + 1);
+  buf_printf(b, "const tc_i64 %s = ", K->var->name);
+  emit_expr(E, b, K->lo);
+  buf_printf(b, " + %s + tc_kk;\n", kbase);
+  buf_indent(b, ind + 1);
+  buf_printf(b, "%s[tc_q] = (%s < ", regs, L->var->name);
+  emit_end(E, b, L);
+  buf_printf(b, " && %s < ", K->var->name);
+  emit_end(E, b, K);
+  buf_puts(b, ") ? ");
+  emit_expr(E, b, p);
+  buf_printf(b, " : (%s)0;\n", vtype(p->type));
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+/* Registers `regs` into the shared tile `arr`. */
+static void emit_tile_put(Buf *b, bool kfast, const char *arr, const char *regs, int ind) {
+  buf_indent(b, ind);
+  buf_printf(b, "#pragma unroll\n");
+  buf_indent(b, ind);
+  buf_printf(b, "for (int tc_q = 0; tc_q < %d; tc_q++) {\n", TILE * TILE_K / 256);
+  emit_tile_coords(b, kfast, ind + 1);
+  buf_indent(b, ind + 1);
+  buf_printf(b, "%s[tc_kk][tc_r] = %s[tc_q];\n", arr, regs);
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+/* Row or column `sub` (0..7) of a thread's 8: 4 at 4 * t, 4 at 64 + 4 * t,
+ * so that a quarter warp reads 128 consecutive bytes of shared memory. */
+#define SUB_OFF(t, sub) "((" sub ") & 4 ? 64 : 0) + 4 * " t " + ((" sub ") & 3)"
+
+static GpuStep *kernel_tiled(Emit *E, IRStmt *root, Tiled *t) {
+  Ctx *c = E->c;
+  int id = E->plan->nkernels++;
+  begin_kernel(E, GK_TILED);
+  tc_dtype at = t->h->acc->type, ta = t->pa->type, tb = t->pb->type;
+  KernelShape batch = {{0}, 0, NULL};
+  for (int i = 0; i < t->nloops; i++)
+    if (t->loops[i] != t->mloop && t->loops[i] != t->nloop)
+      batch.blocks[batch.nblocks++] = t->loops[i];
+  IRExpr *nb = outer_count(E, &batch);
+  int per = TILE * TILE_K / 256;
+  Buf b = {0};
+  buf_printf(&b,
+             "  __shared__ __align__(16) %s tc_As[%d][%d];\n"
+             "  __shared__ __align__(16) %s tc_Bs[%d][%d];\n"
+             "  const int tc_tx = threadIdx.x %% 16, tc_ty = threadIdx.x / 16;\n",
+             vtype(ta), TILE_K, TILE + 4, vtype(tb), TILE_K, TILE + 4);
+  buf_puts(&b, "  const tc_i64 tc_tm = (");
+  emit_expr(E, &b, t->mloop->extent);
+  buf_printf(&b, " + %d) / %d, tc_tn = (", TILE - 1, TILE);
+  emit_expr(E, &b, t->nloop->extent);
+  buf_printf(&b, " + %d) / %d, tc_nk = ", TILE - 1, TILE);
+  emit_expr(E, &b, t->kloop->extent);
+  buf_puts(&b, ", tc_nz = ");
+  if (nb)
+    emit_expr(E, &b, nb);
+  else
+    buf_puts(&b, "1");
+  buf_puts(&b, ";\n  for (tc_i64 tc_z = blockIdx.z; tc_z < tc_nz; tc_z += gridDim.z) {\n");
+  emit_decompose(E, &b, &batch, "tc_z", 2);
+  buf_puts(&b, "  for (tc_i64 tc_bm = blockIdx.y; tc_bm < tc_tm; tc_bm += gridDim.y) {\n"
+               "    for (tc_i64 tc_bn = blockIdx.x; tc_bn < tc_tn; tc_bn += gridDim.x) {\n");
+  buf_printf(&b, "      %s tc_c[%d][%d];\n      %s tc_ra[%d];\n      %s tc_rb[%d];\n",
+             vtype(at), SUB, SUB, vtype(ta), per, vtype(tb), per);
+  buf_printf(&b, "#pragma unroll\n      for (int tc_i = 0; tc_i < %d; tc_i++)\n"
+                 "#pragma unroll\n        for (int tc_j = 0; tc_j < %d; tc_j++) tc_c[tc_i][tc_j] = ",
+             SUB, SUB);
+  emit_expr(E, &b, red_identity(c, OP_ADD, at));
+  buf_puts(&b, ";\n");
+  /* the first tile, then each step: fetch the next tile into registers,
+   * multiply the one in shared memory, store the next */
+  emit_tile_fetch(E, &b, t->mloop, t->kloop, t->pa, t->h->a_kfast, "tc_ra", "tc_bm", "0", 3);
+  emit_tile_fetch(E, &b, t->nloop, t->kloop, t->pb, t->h->b_kfast, "tc_rb", "tc_bn", "0", 3);
+  emit_tile_put(&b, t->h->a_kfast, "tc_As", "tc_ra", 3);
+  emit_tile_put(&b, t->h->b_kfast, "tc_Bs", "tc_rb", 3);
+  buf_printf(&b, "      __syncthreads();\n"
+                 "      for (tc_i64 tc_k0 = 0; tc_k0 < tc_nk; tc_k0 += %d) {\n"
+                 "        const bool tc_more = tc_k0 + %d < tc_nk;\n"
+                 "        if (tc_more) {\n",
+             TILE_K, TILE_K);
+  char kn[32];
+  snprintf(kn, sizeof kn, "tc_k0 + %d", TILE_K);
+  emit_tile_fetch(E, &b, t->mloop, t->kloop, t->pa, t->h->a_kfast, "tc_ra", "tc_bm", kn, 5);
+  emit_tile_fetch(E, &b, t->nloop, t->kloop, t->pb, t->h->b_kfast, "tc_rb", "tc_bn", kn, 5);
+  buf_puts(&b, "        }\n");
+  /* the inner product, in registers */
+  IRVar *va = ir_new_var(c, "tc_av", VAR_LOCAL, ta), *vb = ir_new_var(c, "tc_bv", VAR_LOCAL, tb);
+  IRVar *vc = ir_new_var(c, "tc_cv", VAR_LOCAL, at);
+  Factors fs = {t->pa, t->pb, ir_var(c, va), ir_var(c, vb)};
+  IRExpr *r = subst_factors(c, &fs, (IRExpr *)t->rhs);
+  bool fma = (at == TC_FLOAT32 || at == TC_FLOAT64) && r->kind == IR_BIN && r->op == OP_MUL &&
+             r->type == at && strip(r->a) == r->a && strip(r->b) == r->b;
+  buf_printf(&b,
+             "#pragma unroll\n"
+             "        for (int tc_kk = 0; tc_kk < %d; tc_kk++) {\n"
+             "          %s tc_a[%d];\n          %s tc_b[%d];\n",
+             TILE_K, vtype(ta), SUB, vtype(tb), SUB);
+  for (int o = 0; o < 2; o++) { /* two float4 reads per operand, or scalar reads */
+    const char *arr = o ? "tc_Bs" : "tc_As", *reg = o ? "tc_b" : "tc_a", *tv = o ? "tc_tx" : "tc_ty";
+    if ((o ? tb : ta) == TC_FLOAT32) {
+      for (int h = 0; h < 2; h++)
+        buf_printf(&b,
+                   "          { const float4 tc_v = *(const float4 *)&%s[tc_kk][%d + 4 * %s];\n"
+                   "            %s[%d] = tc_v.x; %s[%d] = tc_v.y; %s[%d] = tc_v.z; %s[%d] = tc_v.w; }\n",
+                   arr, 64 * h, tv, reg, 4 * h, reg, 4 * h + 1, reg, 4 * h + 2, reg, 4 * h + 3);
+    } else {
+      buf_printf(&b,
+                 "#pragma unroll\n"
+                 "          for (int tc_s = 0; tc_s < %d; tc_s++) %s[tc_s] = %s[tc_kk][" SUB_OFF("%s", "tc_s") "];\n",
+                 SUB, reg, arr, tv);
+    }
+  }
+  buf_printf(&b,
+             "#pragma unroll\n"
+             "          for (int tc_i = 0; tc_i < %d; tc_i++)\n"
+             "#pragma unroll\n"
+             "            for (int tc_j = 0; tc_j < %d; tc_j++) {\n",
+             SUB, SUB);
+  if (fma) {
+    buf_printf(&b, "              tc_c[tc_i][tc_j] = %s(tc_a[tc_i], tc_b[tc_j], tc_c[tc_i][tc_j]);\n",
+               at == TC_FLOAT32 ? "__fmaf_rn" : "__fma_rn");
+  } else {
+    buf_printf(&b,
+               "              const %s tc_av = tc_a[tc_i];\n"
+               "              const %s tc_bv = tc_b[tc_j];\n"
+               "              %s &tc_cv = tc_c[tc_i][tc_j];\n              tc_cv = ",
+               vtype(ta), vtype(tb), vtype(at));
+    emit_bare(E, &b, ir_bin(c, OP_ADD, ir_var(c, vc), r));
+    buf_puts(&b, ";\n");
+  }
+  buf_puts(&b, "            }\n        }\n        __syncthreads();\n        if (tc_more) {\n");
+  emit_tile_put(&b, t->h->a_kfast, "tc_As", "tc_ra", 5);
+  emit_tile_put(&b, t->h->b_kfast, "tc_Bs", "tc_rb", 5);
+  buf_puts(&b, "          __syncthreads();\n        }\n      }\n");
+  /* the epilogue, per output */
+  buf_printf(&b,
+             "#pragma unroll\n      for (int tc_i = 0; tc_i < %d; tc_i++)\n"
+             "#pragma unroll\n        for (int tc_j = 0; tc_j < %d; tc_j++) {\n",
+             SUB, SUB);
+  emit_tile_var(E, &b, t->mloop, "tc_bm", SUB_OFF("tc_ty", "tc_i"), 5);
+  emit_tile_var(E, &b, t->nloop, "tc_bn", SUB_OFF("tc_tx", "tc_j"), 5);
+  buf_printf(&b, "          if (%s < ", t->mloop->var->name);
+  emit_end(E, &b, t->mloop);
+  buf_printf(&b, " && %s < ", t->nloop->var->name);
+  emit_end(E, &b, t->nloop);
+  buf_printf(&b, ") {\n            %s &tc_cv = tc_c[tc_i][tc_j];\n", vtype(at));
+  const IRExpr *init = t->decl->value;
+  bool zero = init->kind == IR_FLOAT && init->fval == 0 && !signbit(init->fval);
+  IRStmt *d = ir_decl(c, (IRVar *)t->h->acc,
+                      zero ? ir_var(c, vc) : ir_bin(c, OP_ADD, (IRExpr *)init, ir_var(c, vc)));
+  emit_list(E, &b, &d, 1, 6, SC_THREAD);
+  emit_list(E, &b, t->epi, t->nepi, 6, SC_THREAD);
+  buf_puts(&b, "          }\n        }\n    }\n  }\n  }\n");
+  finish_kernel_minb(E, id, 256, TILED_MINB, &root, 1, &b, nb, NULL);
+  GpuStep *st = new_step(E, GS_LAUNCH);
+  st->kernel = id;
+  st->gk = GK_TILED;
+  st->outer = nb;
+  st->inner = t->nloop->extent;
+  st->mid = t->mloop->extent;
+  st->threads = 256;
+  st->tile_m = st->tile_n = TILE;
+  return st;
+}
+
+static GpuStep *kernel_of(Emit *E, IRStmt *root) {
+  Tiled t;
+  if (find_tiled(E, root, &t))
+    return kernel_tiled(E, root, &t);
+  KernelShape k = kernel_shape(root);
+  IRStmt *rest = unwrap(k.rest);
+  if (pointwise_ok(E, rest, &k))
+    return kernel_pointwise(E, root, &k, rest);
+  for (int i = 0; i < k.nblocks; i++)
+    IASSERT(E->c, is_host_expr(k.blocks[i]->extent));
+  if (k.nblocks)
+    return kernel_rows(E, root, &k);
+  return kernel_single(E, &root, 1);
+}
+
+/* ---- the host plan ---- */
+
+static bool host_check(const IRStmt *s) {
+  return s->kind == S_CHECK && is_host_expr(s->cond) && s->value && is_host_expr(s->value->a) &&
+         is_host_expr(s->value->b);
+}
+
+/* Whether s reads a local declared by the pending statements. */
+static bool uses_pending(IRStmt *const *pending, int n, const IRStmt *s) {
+  for (int i = 0; i < n; i++)
+    if (pending[i]->kind == S_DECL && stmt_uses_var(s, pending[i]->var))
+      return true;
+  return false;
+}
+
+static GpuStep *host_steps(Emit *E, IRStmt *const *list, int n);
+
+static GpuStep *host_steps_of(Emit *E, IRStmt *s) {
+  if (!s)
+    return NULL;
+  if (s->kind == S_BLOCK)
+    return host_steps(E, s->stmts, s->n);
+  return host_steps(E, &s, 1);
+}
+
+/* The statements of a list, nested blocks spliced. */
+static void flatten_list(Emit *E, IRStmt *const *list, int n, StmtList *out) {
+  for (int i = 0; i < n; i++) {
+    if (!list[i])
+      continue;
+    if (list[i]->kind == S_BLOCK)
+      flatten_list(E, list[i]->stmts, list[i]->n, out);
+    else
+      vec_push(E->c->arena, out, list[i]);
+  }
+}
+
+static GpuStep *host_steps(Emit *E, IRStmt *const *list, int n) {
+  GpuStep *head = NULL, **tail = &head;
+  StmtList flat = {0}, pending = {0};
+  flatten_list(E, list, n, &flat);
+  for (int i = 0; i <= flat.len; i++) {
+    IRStmt *s = i < flat.len ? flat.data[i] : NULL;
+    bool step = false;
+    if (s && !uses_pending(pending.data, pending.len, s))
+      step = host_check(s) || (s->kind == S_IF && is_host_expr(s->cond)) || is_gpu_loop(s);
+    if (s && !step) {
+      vec_push(E->c->arena, &pending, s);
+      continue;
+    }
+    if (pending.len) {
+      *tail = kernel_single(E, pending.data, pending.len);
+      tail = &(*tail)->next;
+      pending.len = 0;
+    }
+    if (!s)
+      break;
+    GpuStep *st;
+    if (s->kind == S_CHECK) {
+      st = new_step(E, GS_CHECK);
+      st->check = s;
+    } else if (s->kind == S_IF) {
+      st = new_step(E, GS_IF);
+      st->cond = s->cond;
+      st->then = host_steps_of(E, s->then);
+      st->els = host_steps_of(E, s->els);
+    } else {
+      st = kernel_of(E, s);
+    }
+    *tail = st;
+    tail = &st->next;
+  }
+  return head;
+}
+
+GpuPlan *emitcuda_func(Ctx *c, IRFunc *f, Buf *out) {
+  Emit E = {.c = c, .f = f};
+  E.plan = arena_alloc(c->arena, sizeof *E.plan);
+  E.plan->nslots = emitcuda_fail_slot(f) + 1;
+  E.plan->steps = host_steps_of(&E, f->body);
+
+  Buf helpers = {0};
+  for (int op = 0; op < NUM_BINOPS; op++)
+    for (int t = 0; t < TC_NUM_DTYPES; t++)
+      if (E.need_red[op][t])
+        emit_red_helper(&E, &helpers, (BinOp)op, (tc_dtype)t);
+  Buf basic = {0};
+  emit_helpers(&E, &basic); /* after the reductions: their combiners use helpers */
+
+  buf_printf(out, "/* generated by tensorc %s for NVRTC */\n", TC_VERSION);
+  buf_puts(out, prelude);
+  buf_printf(out, "struct tc_args { unsigned long long s[%d]; };\n", E.plan->nslots);
+  if (basic.len)
+    buf_putn(out, basic.s, basic.len);
+  if (helpers.len)
+    buf_putn(out, helpers.s, helpers.len);
+  if (E.kernels.len)
+    buf_putn(out, E.kernels.s, E.kernels.len);
+  if (E.kernels.oom || helpers.oom || basic.oom)
+    out->oom = true;
+  buf_free(&helpers);
+  buf_free(&basic);
+  buf_free(&E.kernels);
+  return E.plan;
+}

@@ -1,0 +1,868 @@
+/*
+ * tile.c — contractions as register tiles over packed panels.
+ *
+ * A contraction `C(.., i, .., j) +=! W(.., i, .., r..) * V(.., j, r..)`
+ * lowers to one accumulator per output element and the reduction loops
+ * innermost: every product reloads both operands, and V is read along r,
+ * usually across rows.  This pass rewrites the nest the way BLAS kernels are
+ * written (Goto's algorithm, BLIS's loop order), with nothing specific to
+ * matrices: the operands may be any expressions (a boundary condition, a
+ * transposed or strided view, a convolution window), the outer dimensions
+ * any number:
+ *
+ *   parallel for g over (outer variables) x (blocks of i tiles)
+ *                     x (blocks of NCT*NR j's):
+ *     alloc P[NCT*NR*KLEN], Ap[MR*KLEN]               (once per task)
+ *     for kb over blocks of the reduction:
+ *       pack: P[jt][r][ji] = V(j = j0+jt*NR+ji, r)    (0 beyond j's range)
+ *       for it over the block's tiles of MR i's:
+ *         pack: Ap[r][mi] = W(i = min(i0+mi, last i), r)
+ *         for jt over the block's tiles of NR j's:
+ *           alloc acc[MR*NR]                          (registers, in the end)
+ *           acc = kb == 0 && C starts at 0 ? 0 : C
+ *           for r in the block (one flat loop):
+ *             for mi < MR (unrolled):
+ *               w = Ap[r][mi]
+ *               for ji < NR (vectorized): acc[mi][ji] = fma(w, P[jt][r][ji], acc[mi][ji])
+ *           C = acc                                   (elements in range only)
+ *
+ * j is the innermost left-hand variable (unit stride in C in the usual
+ * layout); V is the factor that reads j; i is the innermost left-hand
+ * variable W reads and V does not; the other left-hand variables are outer.
+ * MR x NR accumulators fill the vector registers (NR is two vectors; the C
+ * compiler keeps acc in registers once the mi and ji loops are unrolled and
+ * vectorized); a block of KC reduction steps keeps the panel P (NCT*NR*KC
+ * elements) in the L2 cache and each tile's slice of it in L1.  Only the
+ * first reduction variable is blocked; inner ones run whole.
+ *
+ * Parallel tasks: each takes NCT tiles of j (so each packed W row serves
+ * NCT tiles) and one value of the outer variables that W reads.  The other
+ * outer variables ("points", e.g. a convolution's image and row) come in
+ * blocks of up to PB per task, W packed once for the block (Ap then holds
+ * all the task's i tiles); fewer when that would leave fewer than TASKS
+ * tasks.  Only when there are still fewer are the i tiles split among tasks
+ * too (in blocks of at least MCT tiles), since each i block packs its V
+ * panel again.
+ *
+ * A convolution's V reads its input at `w + kw - 1`: a panel would hold each
+ * input element once per kw.  When a reduction variable shares V's last
+ * subscript with j, V is packed instead as the box of the tensor that the
+ * block reads (in the tensor's layout, boundaries applied), with a table of
+ * where each reduction step's row starts: the tile reads P[off[r] + ...].
+ *
+ * Tails need no
+ * separate code: P is zero-padded past the last j, a partial i tile reads
+ * the last row again for its missing rows, and the loads and stores of C
+ * are guarded (masked in vector code).
+ *
+ * Arithmetic: each element still sums its products in the source's order
+ * (the reduction blocks run in order, each starting from the partial sum
+ * stored in C), but a product and its addition are one fused multiply-add
+ * (docs/language.md): compiled results differ from the interpreter's by
+ * rounding.
+ *
+ * A nest is tiled when it is a reduction `+=` of float32 or float64 into
+ * two or more dimensions, its right-hand side is the product of two factors
+ * that split as above, neither reads a local (an indirect subscript) or
+ * checks its subscripts per element, and the ranges are rectangular.
+ *
+ * Requires: lowered IR (multi-dim accesses) after inline and fuse; loops
+ * serial.  Guarantees: tiled nests with loops marked parallel, unrolled and
+ * vectorized (schedule.c leaves nests with marked loops alone); other nests
+ * unchanged.  Invalidates nothing.
+ */
+#include "tc.h"
+
+#include <math.h>
+#include <string.h>
+
+enum {
+  MR = 6,    /* rows of a register tile */
+  KC = 256,  /* reduction steps (all reduction variables) per block */
+  NCT = 16,  /* tiles of NR per packed panel of V (a task's j block) */
+  MCT = 40,  /* tiles of MR per task at least, when tasks split i */
+  TASKS = 16, /* parallel tasks wanted (the pool makes chunks of them) */
+};
+
+/* The widest vector the C compiler uses with -march=native, in bytes. */
+int tile_host_vector_bytes(void) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  if (__builtin_cpu_supports("avx512f"))
+    return 64;
+  if (__builtin_cpu_supports("avx"))
+    return 32;
+#endif
+  return 16;
+}
+
+/* ---- recognizing a contraction ---- */
+
+typedef struct Con {
+  IRStmt *lhs[TC_MAX_RANK]; /* left-hand loops, outermost first */
+  int p;
+  IRStmt *red[TC_MAX_RANK * 4]; /* reduction loops, outermost first */
+  int q;
+  IRVar *acc;
+  bool zero_init;            /* the accumulator starts at 0 (else at C) */
+  Buffer *C;
+  IRExpr *V, *W;             /* the factor reading j, the other */
+  int jpos, ipos;            /* in lhs[] */
+  tc_dtype t;
+} Con;
+
+static IRStmt *only(IRStmt *s) {
+  while (s && s->kind == S_BLOCK && s->n == 1)
+    s = s->stmts[0];
+  return s;
+}
+
+static bool uses_var(const IRExpr *e, const IRVar *v) {
+  if (!e)
+    return false;
+  if (e->kind == IR_VAR)
+    return e->var == v;
+  for (int i = 0; i < e->nidx; i++)
+    if (uses_var(e->idx[i], v))
+      return true;
+  for (int i = 0; i < e->nargs; i++)
+    if (uses_var(e->args[i], v))
+      return true;
+  return uses_var(e->a, v) || uses_var(e->b, v) || uses_var(e->c, v);
+}
+
+static bool reads_local(const IRExpr *e) {
+  if (!e)
+    return false;
+  if (e->kind == IR_VAR && e->var->kind == VAR_LOCAL)
+    return true;
+  for (int i = 0; i < e->nidx; i++)
+    if (reads_local(e->idx[i]))
+      return true;
+  for (int i = 0; i < e->nargs; i++)
+    if (reads_local(e->args[i]))
+      return true;
+  return reads_local(e->a) || reads_local(e->b) || reads_local(e->c);
+}
+
+/* Whether e (a bound) depends on a loop of k's nest. */
+static bool uses_loops(const Con *k, const IRExpr *e) {
+  for (int i = 0; i < k->p; i++)
+    if (uses_var(e, k->lhs[i]->var))
+      return true;
+  for (int i = 0; i < k->q; i++)
+    if (uses_var(e, k->red[i]->var))
+      return true;
+  return false;
+}
+
+static bool match(IRStmt *s, Con *k) {
+  memset(k, 0, sizeof *k);
+  s = only(s);
+  while (s && s->kind == S_FOR && k->p < TC_MAX_RANK) {
+    k->lhs[k->p++] = s;
+    s = only(s->body);
+  }
+  if (k->p < 2 || !s || s->kind != S_BLOCK || s->n != 3)
+    return false;
+  IRStmt *decl = s->stmts[0], *red = only(s->stmts[1]), *st = s->stmts[2];
+  if (decl->kind != S_DECL || st->kind != S_STORE || red->kind != S_FOR)
+    return false;
+  k->acc = decl->var;
+  k->t = k->acc->type;
+  k->C = st->buf;
+  if ((k->t != TC_FLOAT32 && k->t != TC_FLOAT64) || k->C->dtype != k->t || k->C->local ||
+      st->nidx != k->p || st->value->kind != IR_VAR || st->value->var != k->acc)
+    return false;
+  for (int d = 0; d < k->p; d++)
+    if (st->idx[d]->kind != IR_VAR || st->idx[d]->var != k->lhs[d]->var)
+      return false;
+  const IRExpr *init = decl->value;
+  if (init->kind == IR_FLOAT && init->fval == 0 && !signbit(init->fval)) {
+    k->zero_init = true;
+  } else {
+    if (init->kind != IR_LOAD || init->buf != k->C || init->nidx != k->p)
+      return false;
+    for (int d = 0; d < k->p; d++)
+      if (init->idx[d]->kind != IR_VAR || init->idx[d]->var != k->lhs[d]->var)
+        return false;
+  }
+  while (red && red->kind == S_FOR && k->q < (int)(sizeof k->red / sizeof k->red[0])) {
+    k->red[k->q++] = red;
+    red = only(red->body);
+  }
+  if (!red || red->kind != S_ASSIGN || red->var != k->acc)
+    return false;
+  const IRExpr *v = red->value;
+  if (v->kind != IR_BIN || v->op != OP_ADD || v->a->kind != IR_VAR || v->a->var != k->acc)
+    return false;
+  const IRExpr *prod = v->b;
+  if (prod->kind != IR_BIN || prod->op != OP_MUL || prod->type != k->t)
+    return false;
+  for (int i = 0; i < k->p; i++)
+    if (uses_loops(k, k->lhs[i]->lo) || uses_loops(k, k->lhs[i]->extent))
+      return false;
+  for (int i = 0; i < k->q; i++)
+    if (uses_loops(k, k->red[i]->lo) || uses_loops(k, k->red[i]->extent))
+      return false;
+  IRVar *j = k->lhs[k->p - 1]->var;
+  k->jpos = k->p - 1;
+  bool aj = uses_var(prod->a, j), bj = uses_var(prod->b, j);
+  if (aj == bj)
+    return false;
+  k->V = aj ? prod->a : prod->b;
+  k->W = aj ? prod->b : prod->a;
+  if (ir_has_fail(k->V) || ir_has_fail(k->W) || reads_local(k->V) || reads_local(k->W) ||
+      uses_var(k->V, k->acc) || uses_var(k->W, k->acc))
+    return false;
+  k->ipos = -1;
+  for (int d = k->p - 2; d >= 0 && k->ipos < 0; d--)
+    if (uses_var(k->W, k->lhs[d]->var) && !uses_var(k->V, k->lhs[d]->var))
+      k->ipos = d;
+  return k->ipos >= 0;
+}
+
+/* ---- building the tiled nest ---- */
+
+typedef struct Tile {
+  Ctx *c;
+  IRFunc *f;
+  Con *k;
+  int nr;             /* NR: elements per tile row (two vectors) */
+  Loc loc;
+} Tile;
+
+static IRVar *fresh(Tile *T, const char *prefix, VarKind kind) {
+  return ir_new_var(T->c, arena_printf(T->c->arena, "%s%d", prefix, T->f->nvars++), kind,
+                    TC_INT64);
+}
+
+static IRExpr *i64(Tile *T, int64_t v) { return ir_i64(T->c, v); }
+static IRExpr *var(Tile *T, IRVar *v) { return ir_var(T->c, v); }
+static IRExpr *add(Tile *T, IRExpr *a, IRExpr *b) { return ir_add(T->c, a, b); }
+static IRExpr *sub(Tile *T, IRExpr *a, IRExpr *b) { return ir_sub(T->c, a, b); }
+static IRExpr *mul(Tile *T, IRExpr *a, IRExpr *b) { return ir_mul(T->c, a, b); }
+static IRExpr *div_(Tile *T, IRExpr *a, IRExpr *b) { return ir_floordiv(T->c, a, b); }
+static IRExpr *min_(Tile *T, IRExpr *a, IRExpr *b) { return ir_min(T->c, a, b); }
+static IRExpr *max_(Tile *T, IRExpr *a, IRExpr *b) { return ir_max(T->c, a, b); }
+static IRExpr *lt(Tile *T, IRExpr *a, IRExpr *b) { return ir_bin(T->c, OP_LT, a, b); }
+static IRExpr *and_(Tile *T, IRExpr *a, IRExpr *b) { return ir_bin(T->c, OP_AND, a, b); }
+
+/* ceil(a / b) for b > 0, of a clamped at 0 */
+static IRExpr *ceil_div(Tile *T, IRExpr *a, int64_t b) {
+  return div_(T, add(T, max_(T, a, i64(T, 0)), i64(T, b - 1)), i64(T, b));
+}
+
+static IRStmt *loop(Tile *T, IRVar *v, IRExpr *lo, IRExpr *extent, ForKind k, IRStmt *body) {
+  IRStmt *s = ir_for(T->c, v, simplify_expr(T->c, lo), simplify_expr(T->c, extent), k, body);
+  s->loc = T->loc;
+  return s;
+}
+
+static IRStmt *block(Tile *T, IRStmt **s, int n) { return ir_block(T->c, s, n); }
+
+static IRStmt *decl(Tile *T, IRVar *v, IRExpr *e) {
+  return ir_decl(T->c, v, simplify_expr(T->c, e));
+}
+
+/* Substitution of variables by expressions. */
+typedef struct Subst {
+  IRVar *from[TC_MAX_RANK * 5];
+  IRExpr *to[TC_MAX_RANK * 5];
+  int n;
+} Subst;
+
+static void bind(Subst *S, IRVar *v, IRExpr *e) {
+  S->from[S->n] = v;
+  S->to[S->n++] = e;
+}
+
+static IRExpr *subst_expr(Ctx *c, void *st, IRExpr *e) {
+  Subst *S = st;
+  if (e->kind == IR_VAR)
+    for (int i = 0; i < S->n; i++)
+      if (S->from[i] == e->var)
+        return S->to[i];
+  return ir_mutate_expr_children(c, e, subst_expr, st);
+}
+
+static IRExpr *subst(Tile *T, Subst *S, IRExpr *e) { return subst_expr(T->c, S, e); }
+
+static Buffer *local_buffer(Tile *T, tc_dtype t) {
+  Buffer *b = arena_alloc(T->c->arena, sizeof *b);
+  b->name = arena_printf(T->c->arena, "lb%d", T->f->nvars++);
+  b->slot = -1;
+  b->dtype = t;
+  b->rank = 1;
+  b->local = true;
+  return b;
+}
+
+static IRStmt *alloc(Tile *T, Buffer *b, IRExpr *extent, IRStmt *body) {
+  FailSite fs = {FAIL_NOMEM, T->loc, NULL, 0, false};
+  vec_push(T->c->arena, &T->f->sites, fs);
+  IRStmt *s = ir_alloc(T->c, b, simplify_expr(T->c, extent), T->f->sites.len - 1, body);
+  s->loc = T->loc;
+  return s;
+}
+
+static IRExpr *lload(Tile *T, Buffer *b, IRExpr *idx) {
+  idx = simplify_expr(T->c, idx);
+  return ir_load(T->c, b, &idx, 1);
+}
+
+static IRStmt *lstore(Tile *T, Buffer *b, IRExpr *idx, IRExpr *v) {
+  idx = simplify_expr(T->c, idx);
+  return ir_store(T->c, b, &idx, 1, v);
+}
+
+typedef VEC(IRStmt *) StmtList;
+
+static IRVar *local(Tile *T) {
+  return ir_new_var(T->c, arena_printf(T->c->arena, "q%d", T->f->nvars++), VAR_LOCAL, TC_INT64);
+}
+
+/* e in a local declared in `out`; its use. */
+static IRExpr *named(Tile *T, StmtList *out, IRExpr *e) {
+  e = simplify_expr(T->c, e);
+  int64_t k;
+  if (ir_is_const(e, &k) || e->kind == IR_VAR)
+    return e;
+  IRVar *v = local(T);
+  vec_push(T->c->arena, out, ir_decl(T->c, v, e));
+  return ir_var(T->c, v);
+}
+
+/* The flat position of reduction point (r1..rq) in a block starting at r1
+ * = r1_0: ((r1 - r1_0) * e2 + (r2 - lo2)) * e3 + ... */
+static IRExpr *rflat(Tile *T, IRVar **r, IRExpr *r1_0) {
+  Con *k = T->k;
+  IRExpr *e = sub(T, var(T, r[0]), r1_0);
+  for (int i = 1; i < k->q; i++)
+    e = add(T, mul(T, e, k->red[i]->extent), sub(T, var(T, r[i]), k->red[i]->lo));
+  return e;
+}
+
+/* Whether V's accesses index j in their last dimension (j is then the
+ * packing loop to vectorize), else a reduction variable (the inner one). */
+static bool v_reads_along_j(const IRExpr *e, const IRVar *j) {
+  if (!e)
+    return false;
+  if (e->kind == IR_LOAD && e->nidx > 0 && uses_var(e->idx[e->nidx - 1], j))
+    return true;
+  for (int i = 0; i < e->nidx; i++)
+    if (v_reads_along_j(e->idx[i], j))
+      return true;
+  for (int i = 0; i < e->nargs; i++)
+    if (v_reads_along_j(e->args[i], j))
+      return true;
+  return v_reads_along_j(e->a, j) || v_reads_along_j(e->b, j) || v_reads_along_j(e->c, j);
+}
+
+/* The packing of a block: P[(jt*KLEN + rflat)*NR + ji] = V, 0 past j's end. */
+static IRStmt *pack(Tile *T, Buffer *P, Subst *outer, IRExpr *j0, IRExpr *ntj, IRExpr *klen,
+                    IRExpr *r1_0, IRExpr *kb_len) {
+  Con *k = T->k;
+  IRVar *jt = fresh(T, "t", VAR_LOOP), *ji = fresh(T, "t", VAR_LOOP);
+  IRVar *r[TC_MAX_RANK * 4];
+  Subst S = *outer;
+  for (int i = 0; i < k->q; i++) {
+    r[i] = fresh(T, "t", VAR_LOOP);
+    bind(&S, k->red[i]->var, var(T, r[i]));
+  }
+  IRExpr *j = add(T, add(T, j0, mul(T, var(T, jt), i64(T, T->nr))), var(T, ji));
+  IRExpr *jend = add(T, k->lhs[k->jpos]->lo, k->lhs[k->jpos]->extent);
+  bind(&S, k->lhs[k->jpos]->var, j);
+  IRExpr *value = ir_select(T->c, lt(T, j, jend), subst(T, &S, k->V), ir_float(T->c, k->t, 0));
+  IRExpr *at = add(T, mul(T, add(T, mul(T, var(T, jt), klen), rflat(T, r, r1_0)), i64(T, T->nr)),
+                   var(T, ji));
+  IRStmt *body = lstore(T, P, at, value);
+  bool along_j = v_reads_along_j(k->V, k->lhs[k->jpos]->var);
+  if (along_j)
+    body = schedule_vector_loop(T->c, T->f, loop(T, ji, i64(T, 0), i64(T, T->nr), FOR_SERIAL, body));
+  for (int i = k->q - 1; i >= 0; i--) {
+    IRExpr *lo = i ? k->red[i]->lo : r1_0, *ext = i ? k->red[i]->extent : kb_len;
+    body = loop(T, r[i], lo, ext, FOR_SERIAL, body);
+  }
+  if (!along_j)
+    body = loop(T, ji, i64(T, 0), i64(T, T->nr), FOR_SERIAL, body);
+  return loop(T, jt, i64(T, 0), ntj, FOR_SERIAL, body);
+}
+
+/* ---- box packing ---- */
+
+/* When V reads a tensor X at subscripts where j and a reduction variable
+ * share the last dimension (a convolution's `w + kw - 1`), the panel would
+ * hold each element of X once per value of that variable.  Instead the task
+ * packs the region (box) of X the block reads, once, in X's dimension order
+ * (boundary conditions applied, positions outside X zero), and an offset
+ * table gives where each reduction step's row starts: V(j0+jt*NR+ji, r) =
+ * P[off[rflat(r)] + jt*NR + ji]. */
+typedef struct Box {
+  Buffer *X;
+  int rank;
+  IRExpr *sub[TC_MAX_RANK];                  /* V's subscripts */
+  int64_t coef[TC_MAX_RANK][TC_MAX_RANK * 4]; /* of each reduction variable */
+  IRExpr *value;  /* V as a function of the position: over pos[] */
+  IRVar *pos[TC_MAX_RANK];
+} Box;
+
+static bool affine(const IRExpr *e, const IRVar *v) {
+  if (!uses_var(e, v) || e->kind == IR_VAR)
+    return true;
+  if (e->kind == IR_CAST)
+    return dtype_is_int(e->type) && dtype_is_int(e->a->type) && affine(e->a, v);
+  if (e->kind == IR_UN)
+    return e->op == OP_NEG && affine(e->a, v);
+  if (e->kind != IR_BIN)
+    return false;
+  if (e->op == OP_ADD || e->op == OP_SUB)
+    return affine(e->a, v) && affine(e->b, v);
+  if (e->op == OP_MUL)
+    return (!uses_var(e->a, v) && affine(e->b, v)) || (!uses_var(e->b, v) && affine(e->a, v));
+  return false;
+}
+
+/* The constant coefficient of v in the int64 expression e, when e is
+ * affine in v with one. */
+static bool coefficient(Tile *T, IRExpr *e, IRVar *v, int64_t *coef) {
+  if (e->type != TC_INT64 || !affine(e, v))
+    return false;
+  Subst s0 = {0}, s1 = {0};
+  bind(&s0, v, i64(T, 0));
+  bind(&s1, v, i64(T, 1));
+  return ir_is_const(simplify_expr(T->c, sub(T, subst(T, &s1, e), subst(T, &s0, e))), coef);
+}
+
+/* Whether e is `s >= 0` or `s < n` with s a subscript of load x. */
+static bool is_range_test(const IRExpr *e, const IRExpr *x) {
+  int64_t k;
+  if (e->kind != IR_BIN || (e->op != OP_GE && e->op != OP_LT))
+    return false;
+  if (e->op == OP_GE && !(ir_is_const(e->b, &k) && k == 0))
+    return false;
+  for (int d = 0; d < x->nidx; d++)
+    if (ir_equal(e->a, x->idx[d]))
+      return true;
+  return false;
+}
+
+static bool range_tests(const IRExpr *e, const IRExpr *x) {
+  if (e->kind == IR_BIN && e->op == OP_AND)
+    return range_tests(e->a, x) && range_tests(e->b, x);
+  return is_range_test(e, x);
+}
+
+/* V's value at tensor position pos: casts kept, the load at pos when pos
+ * is inside X, else the select's constant (or 0). */
+static IRExpr *box_value(Tile *T, Box *B, const IRExpr *v) {
+  Ctx *c = T->c;
+  if (v->kind == IR_CAST)
+    return ir_cast(c, v->type, box_value(T, B, v->a));
+  const IRExpr *x = v->kind == IR_SELECT ? v->b : v;
+  IRExpr *other = v->kind == IR_SELECT ? v->c
+                  : dtype_is_float(x->type) ? ir_float(c, x->type, 0)
+                                             : ir_int(c, x->type, 0);
+  IRExpr *idx[TC_MAX_RANK], *in = NULL;
+  for (int d = 0; d < B->rank; d++) {
+    idx[d] = ir_var(c, B->pos[d]);
+    IRExpr *t = and_(T, ir_bin(c, OP_GE, idx[d], i64(T, 0)), lt(T, idx[d], ir_var(c, B->X->shape[d])));
+    in = in ? and_(T, in, t) : t;
+  }
+  IRExpr *load = ir_load(c, B->X, idx, B->rank);
+  return in ? ir_select(c, in, load, other) : load;
+}
+
+/* Whether V packs as a box: see above. */
+static bool box_of(Tile *T, Box *B) {
+  Con *k = T->k;
+  memset(B, 0, sizeof *B);
+  const IRExpr *v = k->V;
+  while (v->kind == IR_CAST)
+    v = v->a;
+  const IRExpr *x = v;
+  if (v->kind == IR_SELECT) {
+    x = v->b;
+    if ((v->c->kind != IR_FLOAT && v->c->kind != IR_INT) || x->kind != IR_LOAD ||
+        !range_tests(v->a, x))
+      return false;
+  }
+  if (x->kind != IR_LOAD || x->buf->local || x->nidx < 1)
+    return false;
+  B->X = x->buf;
+  B->rank = x->nidx;
+  IRVar *j = k->lhs[k->jpos]->var;
+  bool shared = false; /* a reduction variable with j in the last dimension */
+  for (int d = 0; d < B->rank; d++) {
+    B->sub[d] = x->idx[d];
+    int64_t cj;
+    if (!coefficient(T, B->sub[d], j, &cj) || cj != (d == B->rank - 1))
+      return false;
+    for (int q = 0; q < k->q; q++) {
+      if (!coefficient(T, B->sub[d], k->red[q]->var, &B->coef[d][q]))
+        return false;
+      shared |= d == B->rank - 1 && B->coef[d][q] != 0;
+    }
+    for (int i = 0; i < k->p; i++) /* i, and outer variables are fixed per task */
+      if (i == k->ipos && uses_var(B->sub[d], k->lhs[i]->var))
+        return false;
+    B->pos[d] = fresh(T, "p", VAR_LOOP);
+  }
+  if (!shared)
+    return false;
+  B->value = box_value(T, B, k->V);
+  return true;
+}
+
+/* The extent of box dimension d when r1 runs over `len1` steps and j over
+ * `jspan`: 1 + sum |coef| * (extent - 1), j's span in the last. */
+static IRExpr *box_extent(Tile *T, Box *B, int d, IRExpr *len1, IRExpr *jspan) {
+  Con *k = T->k;
+  IRExpr *e = i64(T, 1);
+  for (int q = 0; q < k->q; q++) {
+    int64_t a = B->coef[d][q] < 0 ? -B->coef[d][q] : B->coef[d][q];
+    IRExpr *ext = q ? max_(T, k->red[q]->extent, i64(T, 1)) : max_(T, len1, i64(T, 1));
+    e = add(T, e, mul(T, i64(T, a), sub(T, ext, i64(T, 1))));
+  }
+  if (d == B->rank - 1)
+    e = add(T, e, sub(T, jspan, i64(T, 1)));
+  return e;
+}
+
+/* The box's first position in dimension d: the subscript at j = j0 and
+ * each reduction variable at the end of its range that minimizes it. */
+static IRExpr *box_lo(Tile *T, Box *B, Subst *outer, int d, IRExpr *j0, IRExpr *r1_0,
+                      IRExpr *kb_len) {
+  Con *k = T->k;
+  Subst S = *outer;
+  bind(&S, k->lhs[k->jpos]->var, j0);
+  for (int q = 0; q < k->q; q++) {
+    IRExpr *lo = q ? k->red[q]->lo : r1_0;
+    IRExpr *ext = q ? k->red[q]->extent : kb_len;
+    bind(&S, k->red[q]->var, B->coef[d][q] >= 0 ? lo : add(T, lo, sub(T, ext, i64(T, 1))));
+  }
+  return simplify_expr(T->c, subst(T, &S, B->sub[d]));
+}
+
+/* Packs the box and its offset table for a block; `lo`, `st` receive the
+ * box's origin and strides (locals declared in `out`). */
+static void pack_box(Tile *T, Box *B, StmtList *out, Buffer *P, Buffer *off, Subst *outer,
+                     IRExpr *j0, IRExpr *ntj, IRExpr *r1_0, IRExpr *kb_len) {
+  Con *k = T->k;
+  Ctx *c = T->c;
+  IRVar *lo[TC_MAX_RANK], *ex[TC_MAX_RANK], *st[TC_MAX_RANK];
+  IRExpr *jspan = mul(T, ntj, i64(T, T->nr));
+  for (int d = 0; d < B->rank; d++) {
+    lo[d] = local(T);
+    ex[d] = local(T);
+    vec_push(c->arena, out, decl(T, lo[d], box_lo(T, B, outer, d, j0, r1_0, kb_len)));
+    vec_push(c->arena, out, decl(T, ex[d], box_extent(T, B, d, kb_len, jspan)));
+  }
+  for (int d = B->rank - 1; d >= 0; d--) {
+    st[d] = local(T);
+    IRExpr *v = d == B->rank - 1 ? i64(T, 1) : mul(T, var(T, st[d + 1]), var(T, ex[d + 1]));
+    vec_push(c->arena, out, decl(T, st[d], v));
+  }
+  /* the box: P[sum b_d * st_d] = V at position lo + b */
+  IRVar *b[TC_MAX_RANK];
+  Subst S = *outer;
+  IRExpr *at = i64(T, 0);
+  for (int d = 0; d < B->rank; d++) {
+    b[d] = fresh(T, "t", VAR_LOOP);
+    bind(&S, B->pos[d], add(T, var(T, lo[d]), var(T, b[d])));
+    at = add(T, at, mul(T, var(T, b[d]), var(T, st[d])));
+  }
+  IRStmt *fill = lstore(T, P, at, subst(T, &S, B->value));
+  fill = schedule_vector_loop(c, T->f, loop(T, b[B->rank - 1], i64(T, 0), var(T, ex[B->rank - 1]),
+                                            FOR_SERIAL, fill));
+  for (int d = B->rank - 2; d >= 0; d--)
+    fill = loop(T, b[d], i64(T, 0), var(T, ex[d]), FOR_SERIAL, fill);
+  vec_push(c->arena, out, fill);
+  /* the offsets: off[rflat(r)] = sum (sub_d(j0, r) - lo_d) * st_d */
+  IRVar *r[TC_MAX_RANK * 4];
+  Subst R = *outer;
+  bind(&R, k->lhs[k->jpos]->var, j0);
+  for (int q = 0; q < k->q; q++) {
+    r[q] = fresh(T, "t", VAR_LOOP);
+    bind(&R, k->red[q]->var, var(T, r[q]));
+  }
+  IRExpr *o = i64(T, 0);
+  for (int d = 0; d < B->rank; d++)
+    o = add(T, o, mul(T, sub(T, subst(T, &R, B->sub[d]), var(T, lo[d])), var(T, st[d])));
+  IRStmt *offs = lstore(T, off, rflat(T, r, r1_0), o);
+  for (int q = k->q - 1; q >= 0; q--) {
+    IRExpr *l = q ? k->red[q]->lo : r1_0, *e = q ? k->red[q]->extent : kb_len;
+    offs = loop(T, r[q], l, e, FOR_SERIAL, offs);
+  }
+  vec_push(c->arena, out, offs);
+}
+
+/* The packing of W for the i tile at i0: Ap[rflat*MR + mi] = W(i =
+ * min(i0+mi, last i), r) (a partial tile repeats the last row). */
+static IRStmt *pack_w(Tile *T, Buffer *Ap, IRExpr *aoff, Subst *outer, IRExpr *i0,
+                      IRExpr *r1_0, IRExpr *kb_len) {
+  Con *k = T->k;
+  IRVar *mi = fresh(T, "t", VAR_LOOP);
+  IRVar *r[TC_MAX_RANK * 4];
+  Subst S = *outer;
+  for (int q = 0; q < k->q; q++) {
+    r[q] = fresh(T, "t", VAR_LOOP);
+    bind(&S, k->red[q]->var, var(T, r[q]));
+  }
+  IRExpr *iend = add(T, k->lhs[k->ipos]->lo, k->lhs[k->ipos]->extent);
+  bind(&S, k->lhs[k->ipos]->var, min_(T, add(T, i0, var(T, mi)), sub(T, iend, i64(T, 1))));
+  IRExpr *at = add(T, add(T, aoff, mul(T, rflat(T, r, r1_0), i64(T, MR))), var(T, mi));
+  /* the MR rows side by side: Ap is written in order */
+  IRStmt *body = loop(T, mi, i64(T, 0), i64(T, MR), FOR_UNROLLED,
+                      lstore(T, Ap, at, subst(T, &S, k->W)));
+  for (int q = k->q - 1; q >= 0; q--) {
+    IRExpr *lo = q ? k->red[q]->lo : r1_0, *ext = q ? k->red[q]->extent : kb_len;
+    body = loop(T, r[q], lo, ext, FOR_SERIAL, body);
+  }
+  return body;
+}
+
+/* One MR x NR tile at (i0, jj0): accumulate the block's `len` (flat)
+ * reduction steps from the packed panels, store to C. */
+static IRStmt *tile_kernel(Tile *T, Buffer *P, Buffer *Ap, IRExpr *aoff, Subst *outer,
+                           IRExpr *i0, IRExpr *jj0, IRVar *jt, IRExpr *klen, IRExpr *len,
+                           IRVar *kb, Buffer *off) {
+  Con *k = T->k;
+  Ctx *c = T->c;
+  Buffer *A = local_buffer(T, k->t);
+  IRVar *i = k->lhs[k->ipos]->var, *j = k->lhs[k->jpos]->var;
+  IRExpr *iend = add(T, k->lhs[k->ipos]->lo, k->lhs[k->ipos]->extent);
+  IRExpr *jend = add(T, k->lhs[k->jpos]->lo, k->lhs[k->jpos]->extent);
+  int nr = T->nr;
+
+  /* C's element (mi, ji), and whether it exists */
+  IRVar *mi = fresh(T, "t", VAR_LOOP), *ji = fresh(T, "t", VAR_LOOP);
+  Subst SC = *outer;
+  IRExpr *ii = add(T, i0, var(T, mi)), *jj = add(T, jj0, var(T, ji));
+  bind(&SC, i, ii);
+  bind(&SC, j, jj);
+  IRExpr *cidx[TC_MAX_RANK];
+  for (int d = 0; d < k->p; d++)
+    cidx[d] = simplify_expr(c, subst(T, &SC, ir_var(c, k->lhs[d]->var)));
+  IRExpr *inside = and_(T, lt(T, ii, iend), lt(T, jj, jend));
+  if (k->zero_init) /* the first block starts from 0 */
+    inside = and_(T, ir_bin(c, OP_NE, var(T, kb), i64(T, 0)), inside);
+  IRExpr *aidx = add(T, mul(T, var(T, mi), i64(T, nr)), var(T, ji));
+  IRExpr *cval = ir_select(c, inside, ir_load(c, k->C, cidx, k->p), ir_float(c, k->t, 0));
+  IRStmt *init = loop(T, mi, i64(T, 0), i64(T, MR), FOR_UNROLLED,
+                      loop(T, ji, i64(T, 0), i64(T, nr), FOR_VECTORIZED, lstore(T, A, aidx, cval)));
+
+  /* the reduction: acc[mi][ji] = fma(Ap[rr][mi], P[jt][rr][ji], acc[mi][ji]) */
+  IRVar *rr = fresh(T, "t", VAR_LOOP), *mk = fresh(T, "t", VAR_LOOP), *jk = fresh(T, "t", VAR_LOOP);
+  IRVar *w = ir_new_var(c, arena_printf(c->arena, "w%d", T->f->nvars++), VAR_LOCAL, k->t);
+  IRExpr *pidx = off /* a box: row rr starts at off[rr] */
+                     ? add(T, add(T, lload(T, off, var(T, rr)), mul(T, var(T, jt), i64(T, nr))),
+                           var(T, jk))
+                     : add(T, mul(T, add(T, mul(T, var(T, jt), klen), var(T, rr)), i64(T, nr)),
+                           var(T, jk));
+  IRExpr *a3 = add(T, mul(T, var(T, mk), i64(T, nr)), var(T, jk));
+  IRExpr *args[3] = {ir_var(c, w), lload(T, P, pidx), lload(T, A, a3)};
+  IRStmt *upd = lstore(T, A, a3, ir_call(c, k->t, BI_fma, args, 3));
+  IRExpr *wval = lload(T, Ap, add(T, add(T, aoff, mul(T, var(T, rr), i64(T, MR))), var(T, mk)));
+  IRStmt *row[2] = {ir_decl(c, w, wval), loop(T, jk, i64(T, 0), i64(T, nr), FOR_VECTORIZED, upd)};
+  IRStmt *red = loop(T, rr, i64(T, 0), len, FOR_SERIAL,
+                     loop(T, mk, i64(T, 0), i64(T, MR), FOR_UNROLLED, block(T, row, 2)));
+
+  /* C = acc, where C exists */
+  IRVar *ms = fresh(T, "t", VAR_LOOP), *js = fresh(T, "t", VAR_LOOP);
+  Subst SS = *outer;
+  IRExpr *is = add(T, i0, var(T, ms)), *jss = add(T, jj0, var(T, js));
+  bind(&SS, i, is);
+  bind(&SS, j, jss);
+  IRExpr *sidx[TC_MAX_RANK];
+  for (int d = 0; d < k->p; d++)
+    sidx[d] = simplify_expr(c, subst(T, &SS, ir_var(c, k->lhs[d]->var)));
+  IRExpr *a4 = add(T, mul(T, var(T, ms), i64(T, nr)), var(T, js));
+  IRStmt *put = ir_if(c, and_(T, lt(T, is, iend), lt(T, jss, jend)),
+                      ir_store(c, k->C, sidx, k->p, lload(T, A, a4)), NULL);
+  IRStmt *store = loop(T, ms, i64(T, 0), i64(T, MR), FOR_UNROLLED,
+                       loop(T, js, i64(T, 0), i64(T, nr), FOR_VECTORIZED, put));
+  IRStmt *parts[3] = {init, red, store};
+  return alloc(T, A, i64(T, MR * nr), block(T, parts, 3));
+}
+
+
+/* Declares locals for the variables lhs[d] (d in `dims`, innermost last)
+ * from a flat index `flat` of their ranges (the innermost fastest), and
+ * binds them in S. */
+static void decode(Tile *T, StmtList *out, Subst *S, const int *dims, int n, IRExpr *flat) {
+  Con *k = T->k;
+  IRExpr *div = i64(T, 1);
+  for (int x = n - 1; x >= 0; x--) {
+    IRStmt *l = k->lhs[dims[x]];
+    IRVar *o = local(T);
+    IRExpr *ext = max_(T, l->extent, i64(T, 1));
+    IRExpr *v = add(T, l->lo, ir_bin(T->c, OP_MOD, div_(T, flat, div), ext));
+    vec_push(T->c->arena, out, decl(T, o, v));
+    div = mul(T, div, ext);
+    bind(S, l->var, var(T, o));
+  }
+}
+
+/* The whole tiled nest.  The outer variables split into those W reads
+ * (each task has one value of them) and the others, the "points": a task
+ * takes a block of up to PB points and packs W once for all of them. */
+enum { PB = 16 };
+
+static IRStmt *build(Tile *T) {
+  Con *k = T->k;
+  Ctx *c = T->c;
+  int nr = T->nr;
+  IRStmt *li = k->lhs[k->ipos], *lj = k->lhs[k->jpos];
+
+  /* sizes, all run-time int64 expressions */
+  IRExpr *ntiles_j = ceil_div(T, lj->extent, nr);
+  IRExpr *njc = ceil_div(T, ntiles_j, NCT);
+  IRExpr *rin = i64(T, 1);
+  for (int q = 1; q < k->q; q++)
+    rin = mul(T, rin, max_(T, k->red[q]->extent, i64(T, 0)));
+  IRExpr *kcb = max_(T, i64(T, 1), div_(T, i64(T, KC), rin)); /* r1 steps per block */
+  IRExpr *klen = mul(T, kcb, rin);                            /* reduction steps per block */
+  IRExpr *r1ext = max_(T, k->red[0]->extent, i64(T, 0));
+  IRExpr *nkb = max_(T, i64(T, 1), div_(T, add(T, r1ext, sub(T, kcb, i64(T, 1))), kcb));
+  IRExpr *nti = ceil_div(T, li->extent, MR);
+
+  /* outer variables: W's (`wd`) and the points (`pd`) */
+  int wd[TC_MAX_RANK], pd[TC_MAX_RANK], nw = 0, np = 0;
+  IRExpr *nwv = i64(T, 1), *npts = i64(T, 1);
+  for (int d = 0; d < k->p; d++) {
+    if (d == k->ipos || d == k->jpos)
+      continue;
+    IRExpr *ext = max_(T, k->lhs[d]->extent, i64(T, 0));
+    if (uses_var(k->W, k->lhs[d]->var)) {
+      wd[nw++] = d;
+      nwv = mul(T, nwv, ext);
+    } else {
+      pd[np++] = d;
+      npts = mul(T, npts, ext);
+    }
+  }
+  /* points per task: PB, fewer when that leaves under TASKS tasks; then
+   * the i tiles split into blocks of at least MCT while there are fewer
+   * (each block packs V again: only as many as needed) */
+  IRExpr *base = mul(T, njc, nwv);
+  IRExpr *pb = max_(T, i64(T, 1), min_(T, i64(T, PB), div_(T, mul(T, npts, base), i64(T, TASKS))));
+  IRExpr *npb = div_(T, add(T, npts, sub(T, pb, i64(T, 1))), pb);
+  IRExpr *want = div_(T, add(T, i64(T, TASKS - 1), mul(T, base, max_(T, npb, i64(T, 1)))),
+                      mul(T, base, max_(T, npb, i64(T, 1))));
+  IRExpr *nic = max_(T, i64(T, 1), min_(T, ceil_div(T, nti, MCT), want));
+  IRExpr *tpt = div_(T, add(T, max_(T, nti, i64(T, 0)), sub(T, nic, i64(T, 1))), nic); /* i tiles per task */
+
+  /* the parallel loop over (W's variables, point blocks, i blocks, j blocks) */
+  IRVar *g = fresh(T, "g", VAR_LOOP);
+  IRExpr *ntask = mul(T, mul(T, mul(T, njc, nic), npb), nwv);
+  IRExpr *apsize = mul(T, i64(T, MR), klen), *psize = mul(T, i64(T, NCT * nr), klen);
+  if (np > 0)
+    apsize = mul(T, apsize, max_(T, tpt, i64(T, 1)));
+  Box B;
+  bool boxed = box_of(T, &B);
+  if (boxed) { /* the largest box: a full block, a full j block */
+    psize = i64(T, 1);
+    for (int d = 0; d < B.rank; d++)
+      psize = mul(T, psize, box_extent(T, &B, d, kcb, i64(T, NCT * nr)));
+  }
+  IRExpr *offsize = klen;
+  /* inside a task the sizes are locals: computed once, not in the loops */
+  StmtList top = {0};
+  ntiles_j = named(T, &top, ntiles_j);
+  njc = named(T, &top, njc);
+  rin = named(T, &top, rin);
+  kcb = named(T, &top, kcb);
+  klen = named(T, &top, klen);
+  r1ext = named(T, &top, r1ext);
+  nkb = named(T, &top, nkb);
+  nti = named(T, &top, nti);
+  npts = named(T, &top, npts);
+  pb = named(T, &top, pb);
+  npb = named(T, &top, npb);
+  nic = named(T, &top, nic);
+  tpt = named(T, &top, tpt);
+  Subst outer = {0};
+  IRVar *jc = local(T), *ic = local(T), *pbi = local(T);
+  IRExpr *nic1 = max_(T, nic, i64(T, 1)), *npb1 = max_(T, npb, i64(T, 1));
+  vec_push(c->arena, &top, decl(T, jc, ir_bin(c, OP_MOD, var(T, g), njc)));
+  vec_push(c->arena, &top, decl(T, ic, ir_bin(c, OP_MOD, div_(T, var(T, g), njc), nic1)));
+  vec_push(c->arena, &top,
+           decl(T, pbi, ir_bin(c, OP_MOD, div_(T, var(T, g), mul(T, njc, nic1)), npb1)));
+  decode(T, &top, &outer, wd, nw, div_(T, var(T, g), mul(T, mul(T, njc, nic1), npb1)));
+  IRVar *j0 = local(T), *ntj = local(T);
+  vec_push(c->arena, &top, decl(T, j0, add(T, lj->lo, mul(T, var(T, jc), i64(T, NCT * nr)))));
+  vec_push(c->arena, &top,
+           decl(T, ntj, min_(T, i64(T, NCT), sub(T, ntiles_j, mul(T, var(T, jc), i64(T, NCT))))));
+
+  /* per reduction block: pack W (all i tiles when there are points), then
+   * per point pack V and run the tiles */
+  Buffer *P = local_buffer(T, k->t), *Ap = local_buffer(T, k->t);
+  IRVar *kb = fresh(T, "t", VAR_LOOP);
+  IRVar *r10 = local(T), *kbl = local(T);
+  IRExpr *r1_0 = var(T, r10), *kb_len = var(T, kbl);
+  IRVar *it = fresh(T, "t", VAR_LOOP), *jt = fresh(T, "t", VAR_LOOP);
+  IRExpr *i0 = add(T, li->lo, mul(T, var(T, it), i64(T, MR)));
+  IRExpr *jj0 = add(T, var(T, j0), mul(T, var(T, jt), i64(T, nr)));
+  IRExpr *len = mul(T, kb_len, rin); /* flat reduction steps of this block */
+  bool shared = np > 0;
+  IRExpr *it0 = mul(T, var(T, ic), tpt); /* the task's first i tile */
+  IRExpr *nit = min_(T, tpt, sub(T, nti, it0));
+  IRExpr *aoff = shared ? mul(T, sub(T, var(T, it), it0), mul(T, i64(T, MR), klen)) : i64(T, 0);
+  IRVar *pt = fresh(T, "t", VAR_LOOP);
+  Subst inner = outer;
+  StmtList per_pt = {0};
+  decode(T, &per_pt, &inner, pd, np, var(T, pt));
+  Buffer *off = boxed ? local_buffer(T, TC_INT64) : NULL;
+  if (boxed)
+    pack_box(T, &B, &per_pt, P, off, &inner, var(T, j0), var(T, ntj), r1_0, kb_len);
+  else
+    vec_push(c->arena, &per_pt, pack(T, P, &inner, var(T, j0), var(T, ntj), klen, r1_0, kb_len));
+  IRStmt *jtiles = loop(T, jt, i64(T, 0), var(T, ntj), FOR_SERIAL,
+                        tile_kernel(T, P, Ap, aoff, &inner, i0, jj0, jt, klen, len, kb, off));
+  IRStmt *itiles;
+  if (shared) {
+    itiles = loop(T, it, it0, nit, FOR_SERIAL, jtiles);
+  } else {
+    IRStmt *per_i[2] = {pack_w(T, Ap, aoff, &inner, i0, r1_0, kb_len), jtiles};
+    itiles = loop(T, it, it0, nit, FOR_SERIAL, block(T, per_i, 2));
+  }
+  vec_push(c->arena, &per_pt, itiles);
+  IRExpr *p0 = mul(T, var(T, pbi), pb);
+  IRStmt *points = loop(T, pt, p0, min_(T, pb, sub(T, npts, p0)), FOR_SERIAL,
+                        block(T, per_pt.data, per_pt.len));
+  StmtList blk = {0};
+  vec_push(c->arena, &blk, decl(T, r10, add(T, k->red[0]->lo, mul(T, var(T, kb), kcb))));
+  vec_push(c->arena, &blk, decl(T, kbl, min_(T, kcb, sub(T, r1ext, mul(T, var(T, kb), kcb)))));
+  if (shared) /* W for every i tile of the task, before the points */
+    vec_push(c->arena, &blk,
+             loop(T, it, it0, nit, FOR_SERIAL, pack_w(T, Ap, aoff, &outer, i0, r1_0, kb_len)));
+  vec_push(c->arena, &blk, points);
+  vec_push(c->arena, &top, loop(T, kb, i64(T, 0), nkb, FOR_SERIAL, block(T, blk.data, blk.len)));
+  IRStmt *body = alloc(T, Ap, apsize, block(T, top.data, top.len));
+  if (boxed)
+    body = alloc(T, off, offsize, body);
+  body = alloc(T, P, psize, body);
+  return loop(T, g, i64(T, 0), ntask, FOR_PARALLEL, body);
+}
+
+void tile_func(Ctx *c, IRFunc *f, int vector_bytes) {
+  if (!f->body || f->body->kind != S_BLOCK)
+    return;
+  bool changed = false;
+  IRStmt **items = arena_alloc(c->arena, sizeof(IRStmt *) * (size_t)(f->body->n + 1));
+  for (int i = 0; i < f->body->n; i++) {
+    IRStmt *s = items[i] = f->body->stmts[i];
+    Con k;
+    if (s->kind != S_FOR || !match(s, &k))
+      continue;
+    int lanes = vector_bytes / dtype_info[k.t].size;
+    Tile T = {c, f, &k, 2 * (lanes > 1 ? lanes : 1), s->loc};
+    items[i] = build(&T);
+    changed = true;
+  }
+  if (!changed)
+    return;
+  IRStmt *b = ir_block(c, items, f->body->n);
+  b->loc = f->body->loc;
+  f->body = b;
+}
