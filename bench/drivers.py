@@ -9,8 +9,11 @@ seconds; the harness calls it in rounds, driver after driver.
   a subprocess.  The first call uses a fresh kernel cache, so its `-v` report
   is a cold compile; later calls load the kernel from the disk cache and
   report that.  Every call writes the output of its first run, and the
-  harness checks it each time.  A second tensorc driver (the Python package,
-  in process) only needs another Driver subclass here.
+  harness checks it each time.
+- tensorc-py (optional, --drivers ...,tensorc-py): the Python package
+  (python/tensorc) in this process, on torch tensors, with a preallocated
+  output: no process start and no .npy files, the per-call overhead of the
+  Python binding included.
 - torch eager, torch.compile (Inductor, default mode), and Halide (JIT, the
   Adams2019 autoscheduler, else Mullapudi2016) run in this process on the
   same memory: numpy arrays shared with torch.from_numpy and hl.Buffer.
@@ -164,6 +167,61 @@ class TensorcCLI(Driver):
         return TensorcCLIPrepared(self, wl, self.ctx.npy_paths)
 
 
+# ---- tensorc through its Python package, in process ----
+
+class TensorcPyPrepared(Prepared):
+    def __init__(self, driver, wl, inputs):
+        import torch
+        tc = driver.module
+        with open(os.path.join(driver.ctx.programs, wl.program)) as f:
+            op = tc.define(f.read(), filename=wl.program, context=driver.tc_ctx)[wl.entry]
+        t0 = time.perf_counter()
+        how, _, _ = op.prepare()
+        self.compile_s = time.perf_counter() - t0
+        if how != "compiled":
+            raise RuntimeError(f"tensorc-py's kernel came from the {how}, expected: compiled")
+        self.compile_note = "define (parse, check) excluded; prepare: lower, emit C, cc, dlopen"
+        ts = [torch.from_numpy(inputs[n]) for n in wl.inputs]
+        with torch.inference_mode():
+            self.out = op(*ts)               # the output, reused by every timed call
+        self.fn = lambda: op(*ts, out=self.out)
+        self.output = self.out.numpy().copy()
+        self.calibration_s = _calibrate(self.fn, None, driver.ctx.budget)
+        self.info = {"prepare": how}
+
+    def time(self, k):
+        return _median_of_calls(self.fn, k)
+
+    def last_output(self):
+        return self.out.numpy()
+
+
+class TensorcPy(Driver):
+    """tensorc's Python package (python/tensorc), in this process: the kernel
+    called on torch tensors with a preallocated output.  Not in the default
+    set: --drivers tensorc,tensorc-py,... adds it."""
+    name, label, is_tensorc = "tensorc-py", "tensorc-py", True
+    module = tc_ctx = None
+
+    def check_available(self):
+        import sys
+        root = os.path.dirname(os.path.dirname(self.ctx.programs))   # bench/programs -> the repo
+        try:
+            import tensorc
+        except ImportError:
+            sys.path.insert(0, os.path.join(root, "python"))
+            try:
+                import tensorc
+            except ImportError as e:
+                raise Unavailable(f"the tensorc Python package is not built ({e})")
+        self.module = tensorc
+        cache = os.path.join(self.ctx.workdir, "tensorc-py-cache")
+        self.tc_ctx = tensorc.set_context(cache_dir=cache, num_threads=self.ctx.threads)
+
+    def prepare(self, wl, inputs):
+        return TensorcPyPrepared(self, wl, inputs)
+
+
 # ---- PyTorch ----
 
 class TorchPrepared(Prepared):
@@ -294,4 +352,5 @@ class Halide(Driver):
         return HalidePrepared(self, wl, inputs)
 
 
-ALL_DRIVERS = [TensorcCLI, TorchEager, TorchCompile, Halide]
+ALL_DRIVERS = [TensorcCLI, TensorcPy, TorchEager, TorchCompile, Halide]
+DEFAULT_DRIVERS = ["tensorc", "eager", "compile", "halide"]

@@ -203,8 +203,10 @@ def run_workload(wl, drivers, ctx, cfg):
     for path in ctx.npy_paths.values():
         os.remove(path)
     tc = next((d for d in drivers if d.is_tensorc and d.name in prepared), None)
-    peers = {n: v["ms"] for n, v in res["drivers"].items()
-             if "ms" in v and not (tc and n == tc.name)}
+    tensorcs = {d.name for d in drivers if d.is_tensorc}
+    peers = {n: v["ms"] for n, v in res["drivers"].items() if "ms" in v and n not in tensorcs}
+    if tc:
+        res["tensorc_driver"] = tc.name
     if tc and peers:
         best = min(peers, key=peers.get)
         res["best_peer"] = best
@@ -290,7 +292,7 @@ def table(results, drivers):
         for d in cols:
             v = dv.get(d.name, {})
             row.append(_ms(v.get("ms")) if "ms" in v else ("error" if "error" in v else "-"))
-        tcd = dv.get("tensorc", {})
+        tcd = dv.get(r.get("tensorc_driver", "tensorc"), {})
         vs = r.get("tensorc_vs_best")
         row.append(f"{vs:.2f}x {labels[r['best_peer']]}" if vs is not None else "-")
         row.append(_ms(r["floor_ms"]))
@@ -318,7 +320,7 @@ def markdown_table(results, drivers):
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         dv = r["drivers"]
-        tcd = dv.get("tensorc", {})
+        tcd = dv.get(r.get("tensorc_driver", "tensorc"), {})
         row = [r["title"]]
         row += [_ms(dv.get(d.name, {}).get("ms")) for d in drivers]
         vs = r.get("tensorc_vs_best")
@@ -353,7 +355,7 @@ def chart(results, drivers, peaks, path, title):
         ax.bar(xs, ys, width, label=d.label)
         if d.is_tensorc:   # tensorc's standing against the best peer, above its bar
             for x, r in zip(xs, (r for r in results if "roofline_pct" in r["drivers"].get(d.name, {}))):
-                if "tensorc_vs_best" in r:
+                if "tensorc_vs_best" in r and r.get("tensorc_driver") == d.name:
                     ax.annotate(f"{r['tensorc_vs_best']:.2f}x", (x, r["drivers"][d.name]["roofline_pct"]),
                                 xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7)
     ax.set_yscale("log")
@@ -437,8 +439,9 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about a third of the time)")
     ap.add_argument("--only", help="comma-separated workload names: " +
                     ",".join(w.name for w in all_workloads()))
-    ap.add_argument("--drivers", default=",".join(d.name for d in drv.ALL_DRIVERS),
-                    help="comma-separated drivers (default: all)")
+    ap.add_argument("--drivers", default=",".join(drv.DEFAULT_DRIVERS),
+                    help="comma-separated drivers, of " + ",".join(d.name for d in drv.ALL_DRIVERS) +
+                    " (default: " + ",".join(drv.DEFAULT_DRIVERS) + ")")
     ap.add_argument("--tensorc", default=os.path.join(ROOT, "build", "tensorc"), help="the tensorc CLI")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every driver")
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "bench", "results"))
