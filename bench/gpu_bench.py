@@ -7,6 +7,9 @@ warm-up) and % of roofline, where the floor is max(flops / peak flops,
 bytes / peak bandwidth) with both peaks measured in this same run (a large
 device-to-device copy; a large cuBLAS matmul in the workload's dtype), and
 tensorc's compile time (TC source to a loaded CUDA module, cold cache).
+"GPU ms" is tensorc's GPU work per call alone (kernels and memsets, from
+PyTorch's profiler): where it is well under "tensorc ms", the call is bound
+by the host (argument binding, launches), not by its kernels.
 f32 means IEEE f32 everywhere: TF32 is off for cuBLAS and cuDNN.  Every
 tensorc output is checked against PyTorch's.
 
@@ -183,6 +186,25 @@ def cuda_time(fn, deadline, min_reps=3, max_reps=15, batch_ms=5.0):
     return statistics.median(times)
 
 
+def device_ms(fn, n=20):
+    """Milliseconds of GPU work per call of fn() (kernels and memsets, from
+    PyTorch's profiler, CUPTI): with cuda_time's, it tells a call bound by
+    its kernels from one bound by the host.  None when the profiler fails."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(n):
+                fn()
+            torch.cuda.synchronize()
+        us = sum(e.self_device_time_total for e in prof.key_averages())
+        return us / 1e3 / n if us > 0 else None
+    except Exception:  # report the rest without it
+        traceback.print_exc()
+        return None
+
+
 def measure_peaks(deadline):
     peaks = {}
     x = torch.empty(1 << 28, device="cuda")  # 1 GiB
@@ -242,6 +264,7 @@ def run_workload(lib, w, peaks, deadline, res, do_compile):
     del got
     call = prog.bind(w["entry"], inputs, [torch.empty_like(want)])
     res["tensorc_ms"] = cuda_time(call, deadline)
+    res["tensorc_device_ms"] = device_ms(call)
     del call
     res["eager_ms"] = cuda_time(lambda: w["fn"](*inputs), deadline)
     if do_compile():
@@ -268,15 +291,16 @@ def write(out, peaks, rows, gpu):
         f"cuBLAS f32 {peaks.get('f32', 0) / 1e12:.1f} TFLOP/s, "
         f"bf16 {peaks.get('bf16', 0) / 1e12:.1f} TFLOP/s.",
         "",
-        "| workload | tensorc ms | % roof | eager ms | % roof | torch.compile ms | % roof | "
-        "tensorc compile s | check |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| workload | tensorc ms | % roof | (GPU ms) | eager ms | % roof | torch.compile ms "
+        "| % roof | tensorc compile s | check |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         check_txt = ("ok" if r.get("correct") else f"MISMATCH ({r.get('mismatches')})"
                      if "correct" in r else r.get("error", "skipped"))
         lines.append(
             f"| {r['title']} | {fmt(r.get('tensorc_ms'), '.3f')} | {fmt(r.get('tensorc_pct'), '.0f')} "
+            f"| {fmt(r.get('tensorc_device_ms'), '.3f')} "
             f"| {fmt(r.get('eager_ms'), '.3f')} | {fmt(r.get('eager_pct'), '.0f')} "
             f"| {fmt(r.get('compiled_ms'), '.3f')} | {fmt(r.get('compiled_pct'), '.0f')} "
             f"| {fmt(r.get('compile_s'), '.2f')} | {check_txt} |")

@@ -63,6 +63,10 @@ enum {
   CU_FUNC_MAX_DYNAMIC_SHARED = 8, /* CUfunction_attribute */
 };
 enum { STAGE_MAX = 160 * 1024 }; /* shared memory a row kernel may ask for */
+enum {
+  WARP_ROW_MAX = 1024, /* rows up to this long get a warp each ... */
+  WARP_ROWS = 8,       /* ... and a block of 8 warps */
+};
 
 typedef struct Driver {
   CUresult (*Init)(unsigned flags);
@@ -573,7 +577,7 @@ struct CudaModule {
   int device;
   CUmodule mod;
   int nkernels;
-  CUfunction fn[]; /* tc_k0 .. */
+  CUfunction fn[]; /* tc_k0, tc_k0n, tc_k1, ...: each kernel's wide and narrow variant */
 };
 
 tc_status cuda_module_load(Cuda *cu, int device, const unsigned char *cubin, size_t n,
@@ -584,7 +588,7 @@ tc_status cuda_module_load(Cuda *cu, int device, const unsigned char *cubin, siz
   tc_status st = get_device(cu, device, &dv, err);
   if (st || (st = push(cu, dv, err)))
     return st;
-  CudaModule *m = calloc(1, sizeof *m + sizeof(CUfunction) * (size_t)(nkernels + 1));
+  CudaModule *m = calloc(1, sizeof *m + sizeof(CUfunction) * (size_t)(2 * nkernels + 1));
   if (!m) {
     pop(cu);
     error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
@@ -594,9 +598,9 @@ tc_status cuda_module_load(Cuda *cu, int device, const unsigned char *cubin, siz
   m->nkernels = nkernels;
   CUresult r = cu->d.ModuleLoadData(&m->mod, cubin);
   const char *what = "cuModuleLoadData";
-  for (int k = 0; !r && k < nkernels; k++) {
+  for (int k = 0; !r && k < 2 * nkernels; k++) {
     char name[32];
-    snprintf(name, sizeof name, "tc_k%d", k);
+    snprintf(name, sizeof name, "tc_k%d%s", k / 2, k % 2 ? "n" : "");
     what = "cuModuleGetFunction";
     r = cu->d.ModuleGetFunction(&m->fn[k], m->mod, name);
   }
@@ -879,6 +883,7 @@ typedef struct Run {
   int nallocs;
   CudaFailure *fail;
   tc_error *err;
+  bool narrow; /* every offset of every buffer fits in int32: the narrow kernels */
 } Run;
 
 static tc_status dev_alloc(Run *R, size_t bytes, CUdeviceptr *p) {
@@ -920,9 +925,31 @@ static int64_t elements(const View *v) {
   return n;
 }
 
-/* Device memory for every buffer; slots for data, shapes, strides, sizes. */
-static tc_status bind_buffers(Run *R, const IRFunc *f, const Binding *b, bool staged) {
+/* Whether every element offset of v, (i0*stride0 + i1*stride1 + ...) over
+ * its shape, fits in int32: kernels may then compute subscripts on 32 bits. */
+static bool offsets_fit_i32(const View *v) {
+  int64_t lo = 0, hi = 0;
+  for (int k = 0; k < v->rank; k++)
+    if (v->shape[k] == 0)
+      return true;
+  for (int k = 0; k < v->rank; k++) {
+    int64_t ext;
+    if (v->shape[k] > INT32_MAX || v->stride[k] > INT32_MAX || v->stride[k] < -INT32_MAX ||
+        __builtin_mul_overflow(v->shape[k] - 1, v->stride[k], &ext) ||
+        __builtin_add_overflow(ext < 0 ? lo : hi, ext, ext < 0 ? &lo : &hi))
+      return false;
+  }
+  return lo >= INT32_MIN && hi <= INT32_MAX;
+}
+
+/* Device memory for every buffer a kernel uses; slots for data, shapes,
+ * strides, sizes. */
+static tc_status bind_buffers(Run *R, const IRFunc *f, const GpuPlan *plan, const Binding *b,
+                              bool staged) {
   Cuda *cu = R->cu;
+  R->narrow = true;
+  for (int i = 0; i < f->nbufs; i++)
+    R->narrow &= offsets_fit_i32(&b->views[i]);
   for (int i = 0; i < f->nbufs; i++) {
     const View *v = &b->views[i];
     const Buffer *bf = f->bufs[i];
@@ -932,7 +959,9 @@ static tc_status bind_buffers(Run *R, const IRFunc *f, const Binding *b, bool st
     }
     CUdeviceptr p;
     tc_status st;
-    if (!v->data) { /* a temporary: zeroed, compact */
+    if (!v->data && !plan->buf_used[i]) { /* a temporary the kernels keep on chip */
+      R->slots[i] = 0;
+    } else if (!v->data) { /* a temporary: zeroed, compact */
       size_t bytes = (size_t)elements(v) * dtype_info[v->dtype].size;
       if ((st = dev_alloc(R, bytes, &p)))
         return st;
@@ -991,11 +1020,15 @@ static tc_status launch(Run *R, const GpuStep *s) {
     if (s->inner)
       for (bx = 64; bx < 1024 && (int64_t)bx * 32 < inner; bx <<= 1)
         ;
-    gx = cap_u(outer, 0x7fffffff);
-    if (s->stage) { /* room to keep the row on chip, when it fits */
+    if (s->inner && inner <= WARP_ROW_MAX) { /* short rows: a warp each, no block barriers */
+      bx = 32;
+      by = WARP_ROWS;
+    }
+    gx = cap_u((outer + by - 1) / by, 0x7fffffff);
+    if (s->stage) { /* room to keep the rows on chip, when they fit */
       int64_t n = 0;
-      if (eval(s->stage, &R->env, &n) && n > 0 && n <= STAGE_MAX / s->stage_size)
-        smem = (unsigned)(n * s->stage_size);
+      if (eval(s->stage, &R->env, &n) && n > 0 && n <= STAGE_MAX / s->stage_size / by)
+        smem = (unsigned)(n * s->stage_size * by);
     }
     break;
   case GK_SINGLE:
@@ -1023,7 +1056,7 @@ static tc_status launch(Run *R, const GpuStep *s) {
     return TC_ERR_INTERNAL;
   }
   void *params[1] = {R->slots};
-  CUfunction fn = R->m->fn[s->kernel];
+  CUfunction fn = R->m->fn[2 * s->kernel + (R->narrow ? 1 : 0)];
   if (smem > 48 * 1024 && R->cu->d.FuncSetAttribute(fn, CU_FUNC_MAX_DYNAMIC_SHARED, STAGE_MAX))
     smem = 0; /* not granted: the kernel reads its rows from memory */
   CU(R->cu, R->err,
@@ -1076,7 +1109,7 @@ typedef struct DevFail {
 static tc_status run_locked(Run *R, const IRFunc *f, const GpuPlan *plan, const Binding *b,
                             bool staged) {
   Cuda *cu = R->cu;
-  tc_status st = bind_buffers(R, f, b, staged);
+  tc_status st = bind_buffers(R, f, plan, b, staged);
   CUdeviceptr fp = 0;
   int fslot = emitcuda_fail_slot(f);
   if (!st && plan->can_fail) {
@@ -1123,7 +1156,7 @@ tc_status cuda_run(Cuda *cu, CudaModule *m, const IRFunc *f, const GpuPlan *plan
               "internal error: a module of device %d run on device %d", m->device, device);
     return TC_ERR_INTERNAL;
   }
-  Run R = {cu, dv, m, (CUstream)stream, NULL, {b->sizes, NULL, NULL}, NULL, 0, fail, err};
+  Run R = {cu, dv, m, (CUstream)stream, NULL, {b->sizes, NULL, NULL}, NULL, 0, fail, err, false};
   R.slots = calloc((size_t)plan->nslots + 1, sizeof *R.slots);
   R.allocs = calloc((size_t)f->nbufs + 2, sizeof *R.allocs);
   if (!R.slots || !R.allocs) {

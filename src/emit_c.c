@@ -5,11 +5,15 @@
  * elements) whose loops are serial, vectorized, unrolled or parallel.
  * Produces one self-contained C11 translation unit:
  *
- *   #include <stdint.h> <math.h> <string.h> [<stdlib.h>]
+ *   no system header: the fixed-width types, limits and constants from the
+ *   compiler's predefined macros, and prototypes of the C library functions
+ *   the kernel calls (parsing <math.h>, <stdint.h>, <string.h> took a
+ *   small kernel's compiler about 10 ms); `omp declare simd` prototypes of
+ *   the math functions glibc's libmvec vectorizes (GCC, x86-64 glibc only:
+ *   <features.h> says which glibc)
  *   the kernel ABI (TC_KERNEL_ABI_DECLS, the same text runtime.c compiles)
  *   static inline helpers, only those the body uses; `omp declare
- *   reduction`s for vectorized min/max; `omp declare simd` prototypes of
- *   the math functions glibc's libmvec vectorizes (GCC, x86-64 glibc only)
+ *   reduction`s for vectorized min/max
  *   [typedef struct task_K_env ...]  what a parallel loop captures
  *   static void task_K(const void *args, int64_t lo, int64_t hi)  per parallel loop
  *   int tc_kernel(const tc_kargs *a)
@@ -281,6 +285,11 @@ static void declare_reduction(Buf *b, tc_dtype t, bool is_min) {
 }
 
 static void emit_helpers(Emit *E, Buf *b) {
+  for (int t = 0; t < TC_NUM_DTYPES; t++)
+    if (E->need[H_FMOD][t])
+      E->calls[BI_floor][t == TC_FLOAT64] = true;
+  if (E->need[H_F16][TC_FLOAT32] || E->need[H_BF16][TC_FLOAT32])
+    E->calls[BI_fabs][1] = true; /* tc_d2f_odd */
   bool any_div64 = false;
   for (int t = 0; t < TC_NUM_DTYPES; t++)
     if (E->need[H_DIV][t] || E->need[H_MOD][t])
@@ -329,15 +338,65 @@ static const struct {
     {BI_acosh, 35}, {BI_atanh, 35}, {BI_erf, 35},    {BI_erfc, 35},  {BI_hypot, 35},
 };
 
-/* The `declare simd` prototypes of the vector math the kernel calls, for
- * GCC on x86-64 glibc (which provides them in libmvec); elsewhere nothing. */
-static void emit_vector_math(Emit *E, Buf *b) {
+/* What the kernel would take from <stdint.h>, <string.h>, <stdlib.h> and
+ * <math.h>, from the compiler's predefined macros (GCC and Clang). */
+static const char prologue_text[] =
+    "typedef __INT8_TYPE__ int8_t;\n"
+    "typedef __INT16_TYPE__ int16_t;\n"
+    "typedef __INT32_TYPE__ int32_t;\n"
+    "typedef __INT64_TYPE__ int64_t;\n"
+    "typedef __UINT8_TYPE__ uint8_t;\n"
+    "typedef __UINT16_TYPE__ uint16_t;\n"
+    "typedef __UINT32_TYPE__ uint32_t;\n"
+    "typedef __UINT64_TYPE__ uint64_t;\n"
+    "typedef __SIZE_TYPE__ size_t;\n"
+    "#define INT8_MAX __INT8_MAX__\n"
+    "#define INT16_MAX __INT16_MAX__\n"
+    "#define INT32_MAX __INT32_MAX__\n"
+    "#define INT64_MAX __INT64_MAX__\n"
+    "#define INT8_MIN (-INT8_MAX - 1)\n"
+    "#define INT16_MIN (-INT16_MAX - 1)\n"
+    "#define INT32_MIN (-INT32_MAX - 1)\n"
+    "#define INT64_MIN (-INT64_MAX - 1)\n"
+    "#define UINT8_MAX __UINT8_MAX__\n"
+    "#define UINT16_MAX __UINT16_MAX__\n"
+    "#define UINT32_MAX __UINT32_MAX__\n"
+    "#define UINT64_MAX __UINT64_MAX__\n"
+    "#define INT64_C(c) ((int64_t)(c##LL))\n"
+    "#define UINT64_C(c) ((uint64_t)(c##ULL))\n"
+    "#define NAN (__builtin_nanf(\"\"))\n"
+    "#define INFINITY (__builtin_inff())\n"
+    "#define NULL ((void *)0)\n"
+    "void *memcpy(void *restrict, const void *restrict, size_t);\n";
+
+/* The prototype of builtin `bi`'s C function on double (`d`) or float. */
+static void math_prototype(Buf *b, int bi, int d) {
+  const char *t = d ? "double" : "float";
+  const char *name = bi == BI_rsqrt ? "sqrt" : builtin_info[bi].name; /* 1 / sqrt(x) */
+  buf_printf(b, "%s %s%s(%s", t, name, d ? "" : "f", t);
+  for (int k = 1; k < builtin_info[bi].arity; k++)
+    buf_printf(b, ", %s", t);
+  buf_puts(b, ");\n");
+}
+
+/* The prototypes of the C library functions the kernel calls; then, for
+ * GCC on x86-64 glibc (which provides them in libmvec), the math functions
+ * that loops can call in vector form again, with `declare simd`. */
+static void emit_math_decls(Emit *E, Buf *b) {
+  if (E->stdlib)
+    buf_puts(b, "void *aligned_alloc(size_t, size_t);\nvoid free(void *);\n");
+  for (int bi = 0; bi < NUM_BUILTINS; bi++)
+    for (int d = 0; d < 2; d++)
+      if (E->calls[bi][d] && !(bi == BI_sqrt && E->calls[BI_rsqrt][d]))
+        math_prototype(b, bi, d);
   bool any = false;
   for (size_t i = 0; i < sizeof vector_math / sizeof vector_math[0]; i++)
     any |= E->calls[vector_math[i].builtin][0] || E->calls[vector_math[i].builtin][1];
   if (!any)
     return;
   buf_puts(b, "\n#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && "
+              "defined(__linux__)\n#include <features.h>\n#endif\n"
+              "#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && "
               "defined(__GLIBC__)\n");
   for (int since = 22; since <= 35; since += 13) {
     bool group = false;
@@ -351,12 +410,8 @@ static void emit_vector_math(Emit *E, Buf *b) {
       for (int d = 0; d < 2; d++) {
         if (!E->calls[bi][d])
           continue;
-        const char *t = d ? "double" : "float";
-        buf_printf(b, "#pragma omp declare simd notinbranch\n%s %s%s(%s", t,
-                   builtin_info[bi].name, d ? "" : "f", t);
-        for (int k = 1; k < builtin_info[bi].arity; k++)
-          buf_printf(b, ", %s", t);
-        buf_puts(b, ");\n");
+        buf_puts(b, "#pragma omp declare simd notinbranch\n");
+        math_prototype(b, bi, d);
       }
     }
     if (group)
@@ -1313,14 +1368,14 @@ void emitc_func(Ctx *c, IRFunc *f, Buf *out) {
   emit_preamble(&E, &body, &u);
   emit_kernel_body(&E, &body, f->body);
 
-  Buf helpers = {0};
+  Buf helpers = {0}, decls = {0};
   emit_helpers(&E, &helpers);
-  emit_vector_math(&E, &helpers);
+  emit_math_decls(&E, &decls);
 
   buf_printf(out, "/* generated by tensorc %s */\n", TC_VERSION);
-  buf_puts(out, "#include <stdint.h>\n#include <math.h>\n#include <string.h>\n");
-  if (E.stdlib)
-    buf_puts(out, "#include <stdlib.h>\n");
+  buf_puts(out, prologue_text);
+  if (decls.len)
+    buf_putn(out, decls.s, decls.len);
   buf_puts(out, "\n");
   buf_puts(out, TC_KERNEL_ABI_DECLS);
   if (helpers.len) {
@@ -1334,9 +1389,10 @@ void emitc_func(Ctx *c, IRFunc *f, Buf *out) {
     buf_putn(out, body.s, body.len);
   buf_puts(out, "  return 0;\n}\n\n");
   buf_printf(out, "const int tc_kernel_abi = %d;\n", TC_KERNEL_ABI);
-  if (body.oom || helpers.oom || E.tasks.oom)
+  if (body.oom || helpers.oom || decls.oom || E.tasks.oom)
     out->oom = true;
   buf_free(&body);
   buf_free(&helpers);
+  buf_free(&decls);
   buf_free(&E.tasks);
 }

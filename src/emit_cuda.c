@@ -30,9 +30,13 @@
  *              as many on x as the thread loop can use), so a short inner
  *              loop still fills warps.  Every thread runs its iterations'
  *              bodies sequentially.
- *   ROWS       block loops, then any "block scope" code: one block per
- *              iteration of the collapsed block loops (grid-stride), 256
- *              threads per block cooperating on the body.
+ *   ROWS       block loops, then any "block scope" code: one group of
+ *              threads per iteration of the collapsed block loops (a row;
+ *              grid-stride), cooperating on the body: the whole block
+ *              (blockDim.y == 1: 64 to 1024 threads) for long rows, or one
+ *              warp (blockDim.x == 32, a row per threadIdx.y) for short
+ *              ones, whose barriers are then __syncwarp (tc_bar) and whose
+ *              reductions are warp shuffles alone.  The host chooses.
  *   SINGLE     one block; block scope code.
  *   TILED      a contraction that schedule_gpu.c hinted (GpuHint) and that
  *              still has its shape: 128x128 tiles of the output per block
@@ -49,7 +53,7 @@
  *
  * Block scope code is run by every thread of the block alike (its control
  * flow is uniform); its stores and failure reports are done by thread 0;
- * after a store or a thread loop, a __syncthreads() precedes the next
+ * after a store or a thread loop, a barrier (tc_bar) precedes the next
  * statement.  A thread loop there is a block-stride loop (threadIdx.x from
  * its start, step blockDim.x).  A local declared outside a thread loop and
  * updated inside it as `v = v OP e` (OP one of + * min max, e free of v) is a
@@ -94,6 +98,7 @@ typedef struct Emit {
   bool need[NUM_HELPERS][TC_NUM_DTYPES];
   bool need_red[NUM_BINOPS][TC_NUM_DTYPES]; /* block reductions */
   bool need_qdiv;
+  bool narrow;         /* emitting a subscript's 32-bit arithmetic (emit_subscript) */
   Buf kernels;
   /* the kernel being emitted */
   GpuKernelKind gk;
@@ -176,6 +181,11 @@ static const char prelude[] =
     "  unsigned r;\n"
     "  asm(\"mov.u32 %0, %%dynamic_smem_size;\" : \"=r\"(r));\n"
     "  return r;\n"
+    "}\n"
+    "/* block scope's barrier: the block's, or the warp's when each warp of the\n"
+    " * block (blockDim 32 x rows) works on a row of its own */\n"
+    "__device__ __forceinline__ void tc_bar() {\n"
+    "  if (blockDim.y == 1) __syncthreads(); else __syncwarp();\n"
     "}\n";
 
 static void helper_divmod(Buf *b, tc_dtype t) {
@@ -471,8 +481,8 @@ static void emit_bin(Emit *E, Buf *b, const IRExpr *e) {
   }
   bool arith = e->op == OP_ADD || e->op == OP_SUB || e->op == OP_MUL;
   if (arith && is_wide_signed(e->type)) { /* wrapping, through the unsigned type */
-    const char *u = e->type == TC_INT64 ? "tc_u64" : "tc_u32";
-    buf_printf(b, "((%s)((%s)", vtype(e->type), u);
+    const char *u = e->type == TC_INT64 && !E->narrow ? "tc_u64" : "tc_u32";
+    buf_printf(b, "((%s)((%s)", E->narrow ? "tc_i32" : vtype(e->type), u);
     emit_expr(E, b, e->a);
     buf_printf(b, " %s (%s)", binop_names[e->op], u);
     emit_expr(E, b, e->b);
@@ -528,6 +538,35 @@ static bool staged_index(Emit *E, IRExpr *idx) {
   return ir_equal(var_sub(E->c, &v, idx), E->st.pat);
 }
 
+/* Whether e is 64-bit + - * (or negation): what a narrow subscript computes
+ * on 32 bits. */
+static bool is_narrowable(const IRExpr *e) {
+  if (e->type != TC_INT64)
+    return false;
+  if (e->kind == IR_BIN)
+    return e->op == OP_ADD || e->op == OP_SUB || e->op == OP_MUL;
+  return e->kind == IR_UN && e->op == OP_NEG;
+}
+
+/* A subscript (an element offset), for both variants of the kernel: the
+ * wide one (tc_w) computes it as the IR says, on 64 bits; the narrow one,
+ * which the host launches only when every offset of every buffer of the run
+ * fits in int32, computes the top + - * of the index on 32 bits (operands
+ * computed otherwise, such as loads and selects, in full, then truncated):
+ * the same value modulo 2^32, so the same offset. */
+static void emit_subscript(Emit *E, Buf *b, const IRExpr *idx) {
+  if (!is_narrowable(idx) || E->narrow) {
+    emit_bare(E, b, idx);
+    return;
+  }
+  buf_puts(b, "tc_w ? ");
+  emit_expr(E, b, idx);
+  buf_puts(b, " : (tc_i64)");
+  E->narrow = true;
+  emit_expr(E, b, idx);
+  E->narrow = false;
+}
+
 static void emit_load(Emit *E, Buf *b, const IRExpr *e) {
   IASSERT(E->c, e->nidx == 1);
   tc_dtype t = e->buf->dtype;
@@ -542,7 +581,7 @@ static void emit_load(Emit *E, Buf *b, const IRExpr *e) {
     return;
   }
   buf_printf(b, "%s%s[", wrap, e->buf->name);
-  emit_bare(E, b, e->idx[0]);
+  emit_subscript(E, b, e->idx[0]);
   buf_puts(b, t == TC_BOOL ? "] != 0)" : *wrap ? "])" : "]");
 }
 
@@ -584,6 +623,12 @@ static void emit_bare(Emit *E, Buf *b, const IRExpr *e) {
 }
 
 static void emit_expr(Emit *E, Buf *b, const IRExpr *e) {
+  if (E->narrow && !is_narrowable(e) && e->kind != IR_VAR && e->kind != IR_INT) {
+    E->narrow = false; /* an operand of a narrow subscript: computed in full */
+    emit_expr(E, b, e);
+    E->narrow = true;
+    return;
+  }
   switch (e->kind) {
   case IR_INT:
     emit_int(b, e->type, e->ival);
@@ -607,8 +652,8 @@ static void emit_expr(Emit *E, Buf *b, const IRExpr *e) {
       emit_expr(E, b, e->a);
       buf_puts(b, ")");
     } else if (is_wide_signed(e->type)) {
-      const char *u = e->type == TC_INT64 ? "tc_u64" : "tc_u32";
-      buf_printf(b, "((%s)((%s)0 - (%s)", vtype(e->type), u, u);
+      const char *u = e->type == TC_INT64 && !E->narrow ? "tc_u64" : "tc_u32";
+      buf_printf(b, "((%s)((%s)0 - (%s)", E->narrow ? "tc_i32" : vtype(e->type), u, u);
       emit_expr(E, b, e->a);
       buf_puts(b, "))");
     } else if (is_narrow_int(e->type)) {
@@ -844,6 +889,7 @@ static void emit_red_helper(Emit *E, Buf *b, BinOp op, tc_dtype t) {
              "__device__ %s tc_bred_%s_%s(%s v, unsigned long long *sm) {\n"
              "  for (int o = 16; o > 0; o >>= 1)\n"
              "    v = tc_comb_%s_%s(v, (%s)__shfl_xor_sync(0xffffffffu, (%s)v, o));\n"
+             "  if (blockDim.x == 32) return v; /* a warp per row */\n"
              "  %s *p = (%s *)sm;\n"
              "  __syncthreads();\n"
              "  if ((threadIdx.x & 31) == 0) p[threadIdx.x >> 5] = v;\n"
@@ -966,7 +1012,7 @@ static void emit_store(Emit *E, Buf *b, const IRStmt *s, int ind) {
   IASSERT(E->c, s->value->type == t);
   buf_indent(b, ind);
   buf_printf(b, "%s[", s->buf->name);
-  emit_bare(E, b, s->idx[0]);
+  emit_subscript(E, b, s->idx[0]);
   buf_puts(b, "] = ");
   if (t == TC_FLOAT16 || t == TC_BFLOAT16) {
     const IRExpr *v = s->value;
@@ -1014,7 +1060,7 @@ static void barrier_if_dirty(Emit *E, Buf *b, int ind) {
   if (!E->dirty)
     return;
   buf_indent(b, ind);
-  buf_puts(b, "__syncthreads();\n");
+  buf_puts(b, "tc_bar();\n");
   E->dirty = false;
 }
 
@@ -1038,6 +1084,84 @@ static void emit_serial_for(Emit *E, Buf *b, const IRStmt *s, int ind, Scope sc)
   if (sc == SC_BLOCK)
     barrier_if_dirty(E, b, ind + 1); /* before the next iteration */
   buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+/* The 16-byte vector type of a staged element type, or NULL. */
+static const char *vector_type(tc_dtype t) {
+  switch (t) {
+  case TC_FLOAT32: return "float4";
+  case TC_INT32: return "int4";
+  case TC_UINT32: return "uint4";
+  default: return NULL;
+  }
+}
+
+/* The staged row's subscript with the canonical variable at `at`. */
+static IRExpr *stage_index_at(Emit *E, IRExpr *at) {
+  VarSub v = {E->st.canon, at};
+  return var_sub(E->c, &v, E->st.pat);
+}
+
+/* The first pass over a staged row, in 16-byte loads: taken (tc_vec) when
+ * the row's length is a multiple of 4, its elements are consecutive (the
+ * subscript grows by one with the loop variable) and its first is 16-byte
+ * aligned — all uniform over the row's threads.  Thread t loads elements
+ * 4t .. 4t+3 (then 4(t + blockDim.x) ...), stages them with one 16-byte
+ * store, and runs the loop's body on each, in order.  Opens the branch
+ * `if (tc_vec) {`; the caller emits `} else {` the scalar loop `}`. */
+static void emit_vector_stage_loop(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  Ctx *c = E->c;
+  const char *vt = vector_type(E->st.buf->dtype), *ct = ctype(E->st.buf->dtype);
+  const char *bn = E->st.buf->name, *v = s->var->name;
+  IRVar *tv = ir_new_var(c, "tc_v", VAR_LOCAL, TC_INT64);
+  IRExpr *first = stage_index_at(E, s->lo);
+  IRExpr *second = stage_index_at(E, ir_add(c, s->lo, ir_int(c, TC_INT64, 1)));
+  IRExpr *at = stage_index_at(E, ir_add(c, s->lo, ir_mul(c, ir_int(c, TC_INT64, 4),
+                                                           ir_var(c, tv))));
+  char *len = expr_text(E, s->extent);
+  buf_indent(b, ind);
+  buf_printf(b, "const bool tc_vec = (%s) %% 4 == 0 && (", len);
+  emit_expr(E, b, second);
+  buf_puts(b, ") - (");
+  emit_expr(E, b, first);
+  buf_printf(b, ") == 1 && ((tc_u64)(%s + (", bn);
+  emit_expr(E, b, first);
+  buf_puts(b, ")) & 15) == 0;\n");
+  buf_indent(b, ind);
+  buf_puts(b, "if (tc_vec) {\n");
+  buf_indent(b, ind + 1);
+  buf_puts(b, "#pragma unroll 4\n");
+  buf_indent(b, ind + 1);
+  buf_printf(b, "for (tc_i64 tc_v = threadIdx.x; tc_v < (%s) / 4; tc_v += blockDim.x) {\n", len);
+  buf_indent(b, ind + 2);
+  buf_printf(b, "const %s tc_q = *(const %s *)&%s[", vt, vt, bn);
+  emit_subscript(E, b, at);
+  buf_puts(b, "];\n");
+  buf_indent(b, ind + 2);
+  buf_printf(b, "if (tc_st) *(%s *)&tc_row[4 * tc_v] = tc_q;\n", vt);
+  buf_indent(b, ind + 2);
+  buf_puts(b, "#pragma unroll\n");
+  buf_indent(b, ind + 2);
+  buf_puts(b, "for (int tc_j = 0; tc_j < 4; tc_j++) {\n");
+  buf_indent(b, ind + 3);
+  buf_printf(b, "const tc_i64 %s = ", v);
+  emit_expr(E, b, s->lo);
+  buf_printf(b, " + 4 * tc_v + tc_j;\n");
+  buf_indent(b, ind + 3);
+  buf_printf(b, "(void)%s;\n", v);
+  buf_indent(b, ind + 3);
+  buf_printf(b, "const %s tc_sv = (&tc_q.x)[tc_j];\n", ct);
+  E->st.cur = s->var;
+  IRStmt *body = s->body;
+  if (body && body->kind == S_BLOCK)
+    emit_list(E, b, body->stmts, body->n, ind + 3, SC_THREAD);
+  else if (body)
+    emit_list(E, b, &body, 1, ind + 3, SC_THREAD);
+  E->st.cur = NULL;
+  buf_indent(b, ind + 2);
+  buf_puts(b, "}\n");
+  buf_indent(b, ind + 1);
   buf_puts(b, "}\n");
 }
 
@@ -1072,31 +1196,42 @@ static void emit_thread_loop(Emit *E, Buf *b, const IRStmt *s, int ind) {
     vec_push(c->arena, &E->renames, r);
   }
   const char *v = s->var->name;
-  buf_indent(b, ind + 1);
+  IRStmt *body = s->body;
+  bool staged = reads_stage(E, s);
+  bool vec = staged && !E->st.staged && vector_type(E->st.buf->dtype);
+  if (vec) { /* the row in 16-byte loads when it allows: tc_vec */
+    emit_vector_stage_loop(E, b, s, ind + 1);
+    buf_indent(b, ind + 1);
+    buf_puts(b, "} else {\n");
+  }
+  int in = ind + (vec ? 2 : 1);
+  buf_indent(b, in);
   buf_puts(b, "#pragma unroll 4\n"); /* loads of several iterations in flight */
-  buf_indent(b, ind + 1);
+  buf_indent(b, in);
   buf_printf(b, "for (tc_i64 %s = ", v);
   emit_bare(E, b, s->lo);
   buf_printf(b, " + (tc_i64)threadIdx.x; %s < ", v);
   emit_end(E, b, s);
   buf_printf(b, "; %s += (tc_i64)blockDim.x) {\n", v);
-  IRStmt *body = s->body;
-  bool staged = reads_stage(E, s);
   if (staged) {
     E->st.first = !E->st.staged;
-    emit_stage_value(E, b, s, ind + 2);
+    emit_stage_value(E, b, s, in + 1);
     E->st.cur = s->var;
   }
   if (body && body->kind == S_BLOCK)
-    emit_list(E, b, body->stmts, body->n, ind + 2, SC_THREAD);
+    emit_list(E, b, body->stmts, body->n, in + 1, SC_THREAD);
   else if (body)
-    emit_list(E, b, &body, 1, ind + 2, SC_THREAD);
+    emit_list(E, b, &body, 1, in + 1, SC_THREAD);
   if (staged) {
     E->st.cur = NULL;
     E->st.staged = true;
   }
-  buf_indent(b, ind + 1);
+  buf_indent(b, in);
   buf_puts(b, "}\n");
+  if (vec) {
+    buf_indent(b, ind + 1);
+    buf_puts(b, "}\n");
+  }
   E->renames.len = mark;
   for (int i = 0; i < outer.len; i++) {
     tc_dtype t = outer.data[i]->type;
@@ -1267,14 +1402,20 @@ static void finish_kernel_minb(Emit *E, int k, int threads, int minb, IRStmt **s
     uses_stmt(&u, stmts[i]);
   uses_expr(&u, extra1);
   uses_expr(&u, extra2);
+  for (int i = 0; i < E->f->nbufs; i++)
+    E->plan->buf_used[i] |= u.buf[i];
   Buf *o = &E->kernels;
-  buf_printf(o, "\nextern \"C\" __global__ void __launch_bounds__(%d, %d) tc_k%d(const tc_args a) {\n",
-             threads, minb, k);
+  buf_printf(o, "\ntemplate <bool tc_w> __device__ __forceinline__ void tc_body%d(const tc_args a) {\n",
+             k);
   emit_preamble(E, o, &u);
   if (E->uses_red)
     buf_puts(o, "  __shared__ unsigned long long tc_red[32];\n");
   buf_putn(o, body->s ? body->s : "", body->len);
   buf_puts(o, "}\n");
+  for (int w = 1; w >= 0; w--)
+    buf_printf(o, "extern \"C\" __global__ void __launch_bounds__(%d, %d) tc_k%d%s(const tc_args a) "
+                  "{ tc_body%d<%s>(a); }\n",
+               threads, minb, k, w ? "" : "n", k, w ? "true" : "false");
   if (body->oom)
     o->oom = true;
   buf_free(body);
@@ -1464,7 +1605,7 @@ static void emit_stage_value(Emit *E, Buf *b, const IRStmt *s, int ind) {
   if (!E->st.first)
     buf_printf(b, "tc_st ? tc_row[%s] : ", slot);
   buf_printf(b, "%s[", E->st.buf->name);
-  emit_bare(E, b, ld->idx[0]);
+  emit_subscript(E, b, ld->idx[0]);
   buf_puts(b, "];\n");
   if (E->st.first) {
     buf_indent(b, ind);
@@ -1502,15 +1643,16 @@ static GpuStep *kernel_rows(Emit *E, IRStmt *root, const KernelShape *k) {
   find_stage(E, root, k->rest);
   if (E->st.buf) {
     const char *ct = ctype(E->st.buf->dtype);
+    char *len = expr_text(E, E->st.loop->extent);
     buf_printf(&b, "  extern __shared__ __align__(16) unsigned char tc_dyn[];\n"
-                   "  %s *tc_row = (%s *)tc_dyn;\n"
-                   "  const bool tc_st = (tc_u64)tc_dyn_smem() >= (tc_u64)(", ct, ct);
-    emit_bare(E, &b, E->st.loop->extent);
-    buf_printf(&b, ") * %d;\n", dtype_info[E->st.buf->dtype].size);
+                   "  %s *tc_row = (%s *)tc_dyn + (tc_i64)threadIdx.y * (%s);\n"
+                   "  const bool tc_st = (tc_u64)tc_dyn_smem() >= (tc_u64)(%s) * %d * blockDim.y;\n",
+               ct, ct, len, len, dtype_info[E->st.buf->dtype].size);
   }
   buf_puts(&b, "  const tc_i64 tc_nb = ");
   emit_bare(E, &b, outer);
-  buf_puts(&b, ";\n  for (tc_i64 tc_b = blockIdx.x; tc_b < tc_nb; tc_b += gridDim.x) {\n");
+  buf_puts(&b, ";\n  for (tc_i64 tc_b = (tc_i64)blockIdx.x * blockDim.y + threadIdx.y; tc_b < tc_nb;"
+               " tc_b += (tc_i64)gridDim.x * blockDim.y) {\n");
   emit_decompose(E, &b, k, "tc_b", 2);
   emit_body_of(E, &b, k->rest, 2, SC_BLOCK);
   barrier_if_dirty(E, &b, 2);
@@ -1942,6 +2084,7 @@ GpuPlan *emitcuda_func(Ctx *c, IRFunc *f, Buf *out) {
   Emit E = {.c = c, .f = f};
   E.plan = arena_alloc(c->arena, sizeof *E.plan);
   E.plan->nslots = emitcuda_fail_slot(f) + 1;
+  E.plan->buf_used = arena_alloc(c->arena, (size_t)f->nbufs + 1);
   E.plan->steps = host_steps_of(&E, f->body);
 
   Buf helpers = {0};

@@ -160,7 +160,7 @@ void fold_func(Ctx *c, IRFunc *f) {
     items[i] = f->body->stmts[i];
   bool changed = false;
   for (int k = 0; k < n; k++) {
-    if (items[k]->kind != S_FOR)
+    if (items[k]->kind != S_FOR || items[k]->var->user) /* the user's (sched.c) */
       continue;
     for (int t = 0; t < f->nbufs; t++) {
       Buffer *b = f->bufs[t];

@@ -154,8 +154,8 @@ static bool has_scheduled_loop(const IRStmt *s) {
 /* Whether s may take part in a fusion: a left-hand loop, not a contraction
  * (a reduction inside two or more loops), not scheduled. */
 static bool fusable(const IRStmt *s) {
-  return s->kind == S_FOR && stores_at(s->body, s->var) && reduction_rank(s, 0) < 2 &&
-         !has_scheduled_loop(s);
+  return s->kind == S_FOR && !s->var->user && stores_at(s->body, s->var) &&
+         reduction_rank(s, 0) < 2 && !has_scheduled_loop(s);
 }
 
 /* Whether `for v: a` then `for w: b` may run as one loop. */

@@ -266,7 +266,7 @@ static IRStmt *inline_stmt(Ctx *c, void *st, IRStmt *s) {
 /* Inlines the definition at items[k] into items[k+1..n) when allowed. */
 static bool try_inline(Ctx *c, IRStmt **items, int n, int k) {
   Def1 d;
-  if (!pointwise_def(items[k], &d))
+  if ((items[k]->kind == S_FOR && items[k]->var->user) || !pointwise_def(items[k], &d))
     return false;
   BufList reads = {0};
   loaded(c, d.value, &reads);
@@ -281,6 +281,8 @@ static bool try_inline(Ctx *c, IRStmt **items, int n, int k) {
       if (stmt_stores(items[i], reads.data[j]))
         return false;
     if (i > k && stmt_loads(items[i], d.buf)) {
+      if (items[i]->kind == S_FOR && items[i]->var->user)
+        return false; /* a nest the user scheduled (sched.c) stays as written */
       readers++;
       scan_stmt(&I, items[i]);
     }

@@ -21,7 +21,12 @@
  * vectorizes on its own only loops that need no run-time versions (the
  * loops that matter are `omp simd`, vectorized whatever the cost model):
  * generic-stride fallbacks stay small, which halves the compile time of
- * tiled kernels.
+ * tiled kernels; -nostdlib, then only -lm: the kernel needs no start
+ * files, its C needs no libgcc helper (64-bit integers, no long double or
+ * __int128), and the few libc functions it calls (aligned_alloc, free) are
+ * found at dlopen in libc, which every process has loaded — linking
+ * against libc.so, libgcc and the start files took half of ld's time
+ * (sanitizer flags in $TENSORC_CFLAGS still bring their run-time library).
  *
  * jit_identity names what the compiled code depends on besides its source:
  * the compiler binary (resolved path, size, mtime — cheap, no process
@@ -46,11 +51,12 @@ extern char **environ;
 #define JIT_FLAGS                                                             \
   "-fopenmp-simd", "-fno-tree-loop-distribute-patterns",                      \
       "-fvect-cost-model=very-cheap", "-std=c11", "-O3", "-march=native",     \
-      "-fwrapv", "-fno-math-errno", "-ffp-contract=off", "-fPIC", "-shared"
+      "-fwrapv", "-fno-math-errno", "-ffp-contract=off", "-fPIC", "-shared",  \
+      "-nostdlib"
 #define JIT_FLAGS_TEXT                                                        \
   "-fopenmp-simd -fno-tree-loop-distribute-patterns "                         \
   "-fvect-cost-model=very-cheap -std=c11 -O3 -march=native -fwrapv "          \
-  "-fno-math-errno -ffp-contract=off -fPIC -shared"
+  "-fno-math-errno -ffp-contract=off -fPIC -shared -nostdlib"
 #define MAX_OUTPUT 65536 /* compiler output kept for the message */
 
 /* A command split into words; `buf` holds the words' text. */

@@ -7,6 +7,9 @@
  * boundary-condition names) are ordinary identifiers: the parser recognizes
  * them by context, so a tensor may be called `in` without trouble.
  *
+ * A `.` is a punctuator only directly before a name (schedule directives,
+ * `O.split(y, yo, yi, 64)`); elsewhere it begins a float or is an error.
+ *
  * Punctuators are matched longest first (`+=!` before `+=` before `+`).  The
  * reduction operators `min=` and `max=` (and their `!` forms) start with an
  * identifier, so they are recognized when the identifier `min`/`max` is
@@ -209,6 +212,15 @@ static bool read_punct(Lexer *L, Token *t) {
   return false;
 }
 
+/* `.` directly before a name: the method call of a schedule directive
+ * (`O.split(...)`); anywhere else a lone `.` is no token. */
+static void read_dot(Lexer *L, Token *t) {
+  t->kind = TK_PUNCT;
+  t->s = L->p;
+  t->len = 1;
+  advance(L, 1);
+}
+
 TC_NORETURN static void bad_char(Lexer *L) {
   int ch = peek(L, 0);
   if (ch == '&' || ch == '|')
@@ -235,6 +247,8 @@ Token *lex_tokenize(Ctx *c, int *ntokens) {
       read_number(&L, &t);
     else if (is_ident_start(ch))
       read_ident(&L, &t);
+    else if (ch == '.' && is_ident_start(peek(&L, 1)))
+      read_dot(&L, &t);
     else if (!read_punct(&L, &t))
       bad_char(&L);
 

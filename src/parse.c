@@ -23,6 +23,10 @@
  * recursion here, and every later pass that walks an expression tree, stays
  * shallow whatever the input.
  *
+ * Schedule blocks (`schedule NAME { O.split(y, yo, yi, 64).parallel(yo) }`)
+ * are chains of method calls on stage names; the parser records each
+ * directive with its stage and arguments, sema.c and sched.c judge them.
+ *
  * The file ends with the AST printer: a canonical, fully parenthesized text
  * form used by tests, dumps and cache keys.
  */
@@ -595,18 +599,132 @@ static Def *def(Parser *p) {
   return d;
 }
 
-/* program := { def } */
+/* ---- schedules ---- */
+
+const char *const sched_dir_names[NUM_SCHED_DIRS] = {
+#define X(n, s) s,
+    SCHED_DIR_LIST(X)
+#undef X
+};
+
+/* arg := NAME | INT */
+static SchedArg sched_arg(Parser *p, const char *dir) {
+  SchedArg a = {p->tok->loc, NULL, 0};
+  if (p->tok->kind == TK_IDENT)
+    a.name = tok_str(p, p->tok);
+  else if (p->tok->kind == TK_INT)
+    a.ival = p->tok->ival;
+  else
+    error_tok(p, p->tok, "expected a name or an integer as argument of '%s', got %s", dir,
+              describe(p, p->tok));
+  p->tok++;
+  return a;
+}
+
+/* directive := '.' NAME '(' [arg {',' arg}] ')' */
+static Directive directive(Parser *p, const Directive *stage) {
+  Directive d = *stage;
+  p->tok++; /* '.' */
+  if (p->tok->kind != TK_IDENT)
+    error_tok(p, p->tok, "expected a directive name after '.', got %s", describe(p, p->tok));
+  int k = 0;
+  while (k < NUM_SCHED_DIRS && !equal(p->tok, sched_dir_names[k]))
+    k++;
+  if (k == NUM_SCHED_DIRS)
+    error_tok(p, p->tok, "unknown schedule directive %s (split, tile, reorder, vectorize, "
+              "unroll, parallel, fuse, inline, compute_root, compute_at)", describe(p, p->tok));
+  d.kind = (SchedDirKind)k;
+  d.loc = p->tok->loc;
+  p->tok++;
+  expect(p, "(", "after '%s'", sched_dir_names[k]);
+  VEC(SchedArg) args = {NULL, 0, 0};
+  while (!is_punct(p->tok, ")")) {
+    if (args.len) {
+      if (!is_punct(p->tok, ","))
+        error_tok(p, p->tok, "expected ',' or ')' in the arguments of '%s', got %s",
+                  sched_dir_names[k], describe(p, p->tok));
+      p->tok++;
+    }
+    vec_push(p->c->arena, &args, sched_arg(p, sched_dir_names[k]));
+  }
+  p->tok++;
+  d.args = args.data;
+  d.nargs = args.len;
+  return d;
+}
+
+/* chain := NAME ['.' 'update' '(' INT ')'] directive {directive} [';'] */
+typedef VEC(Directive) DirVec;
+
+static void chain(Parser *p, DirVec *dirs) {
+  Directive stage = {0};
+  if (p->tok->kind != TK_IDENT)
+    error_tok(p, p->tok, "expected the name of a stage (the tensor a statement writes), got %s",
+              describe(p, p->tok));
+  stage.stage = tok_str(p, p->tok);
+  stage.stage_loc = p->tok->loc;
+  p->tok++;
+  if (is_punct(p->tok, ".") && is_word(p->tok + 1, "update")) {
+    p->tok += 2;
+    expect(p, "(", "after 'update'");
+    if (p->tok->kind != TK_INT)
+      error_tok(p, p->tok, "expected the number of an update stage, got %s", describe(p, p->tok));
+    stage.update = (int)(p->tok->ival < 1000000 ? p->tok->ival + 1 : 1000000);
+    p->tok++;
+    expect(p, ")", "after the number of the update stage");
+  }
+  if (!is_punct(p->tok, "."))
+    error_tok(p, p->tok, "expected '.' and a directive after '%s', got %s", stage.stage,
+              describe(p, p->tok));
+  while (is_punct(p->tok, "."))
+    vec_push(p->c->arena, dirs, directive(p, &stage));
+  if (is_punct(p->tok, ";"))
+    p->tok++;
+}
+
+/* schedule := 'schedule' NAME '{' {chain} '}' */
+static Schedule *schedule(Parser *p) {
+  Schedule *s = new_node(p, sizeof *s);
+  s->loc = p->tok->loc;
+  p->tok++;
+  if (p->tok->kind != TK_IDENT)
+    error_tok(p, p->tok, "expected the name of a def after 'schedule', got %s",
+              describe(p, p->tok));
+  s->name = tok_str(p, p->tok);
+  s->loc = p->tok->loc;
+  p->tok++;
+  expect(p, "{", "to open the schedule of '%s'", s->name);
+  DirVec dirs = {NULL, 0, 0};
+  while (!is_punct(p->tok, "}")) {
+    if (p->tok->kind == TK_EOF)
+      error_tok(p, p->tok, "expected '}' to close the schedule of '%s'", s->name);
+    chain(p, &dirs);
+  }
+  p->tok++;
+  s->dirs = dirs.data;
+  s->ndirs = dirs.len;
+  return s;
+}
+
+/* program := { def | schedule } */
 Program *parse_program(Ctx *c, Token *toks) {
   Parser p = {c, toks, toks, 0, NULL};
   Program *prog = arena_alloc(c->arena, sizeof *prog);
   VEC(Def *) defs = {NULL, 0, 0};
+  VEC(Schedule *) scheds = {NULL, 0, 0};
   while (p.tok->kind != TK_EOF) {
+    if (is_word(p.tok, "schedule") && p.tok[1].kind == TK_IDENT) {
+      vec_push(c->arena, &scheds, schedule(&p));
+      continue;
+    }
     if (!is_word(p.tok, "def"))
       error_tok(&p, p.tok, "expected 'def' to start a definition, got %s", describe(&p, p.tok));
     vec_push(c->arena, &defs, def(&p));
   }
   prog->defs = defs.data;
   prog->ndefs = defs.len;
+  prog->scheds = scheds.data;
+  prog->nscheds = scheds.len;
   return prog;
 }
 

@@ -3,6 +3,7 @@
  * IR verifier.
  *
  *   lower_def        checked Def -> loop nests, multi-dim accesses
+ *   sched_func       the user's schedule on the stages it names
  *   inline_func      pointwise temporaries computed where they are read
  *   fuse_func        nests over the same outer loop fused
  *   fold_func        temporaries of one iteration as local buffers
@@ -55,8 +56,9 @@ static void vfail(Verify *V, int line, const char *what) {
 }
 
 /* Pass names in pipeline order; accesses are flat from "flatten" on. */
-static const char *const pass_names[] = {"lower",    "inline",  "fuse",       "fold",    "tile",
-                                         "schedule", "flatten", "specialize", "simplify"};
+static const char *const pass_names[] = {"lower",    "sched",   "inline",     "fuse",
+                                         "fold",     "tile",    "schedule",   "flatten",
+                                         "specialize", "simplify"};
 
 static int flat_after(const char *after) {
   int flat = 0;
@@ -302,6 +304,8 @@ static void after_pass(Ctx *c, IRFunc *f, const char *pass, Buf *dump) {
 IRFunc *pipeline_run(Ctx *c, Def *d, Buf *dump) {
   IRFunc *f = lower_def(c, d);
   after_pass(c, f, "lower", dump);
+  sched_func(c, f);
+  after_pass(c, f, "sched", dump);
   inline_func(c, f);
   after_pass(c, f, "inline", dump);
   fuse_func(c, f);

@@ -878,9 +878,14 @@ static tc_status bind_outputs(Def *d, DLTensor *const *outputs, Run *r, tc_error
   return TC_OK;
 }
 
-/* Allocates the temporaries, compact and zeroed. */
-static tc_status alloc_temps(Def *d, Run *r, tc_error *err) {
+/* Allocates the temporaries, compact and zeroed: every one (`used` NULL,
+ * the interpreter), or those a compiled kernel reads or writes (`used[id]`):
+ * a temporary that inlining or folding took out of the kernel keeps its
+ * view, whose shape the kernel may read, but gets no memory. */
+static tc_status alloc_temps(Def *d, Run *r, const bool *used, tc_error *err) {
   for (int id = d->ninputs + d->noutputs; id < d->ntensors; id++) {
+    if (used && !used[id])
+      continue;
     const Tensor *t = d->tensors[id];
     View *v = &r->b.views[id];
     int64_t n = num_elements(&r->shapes[id]), bytes;
@@ -906,6 +911,39 @@ static tc_status alloc_temps(Def *d, Run *r, tc_error *err) {
     }
   }
   return TC_OK;
+}
+
+/* Marks in used[slot] the tensors whose memory the kernel's IR touches. */
+static void mark_expr(const IRExpr *e, bool *used) {
+  if (!e)
+    return;
+  if (e->kind == IR_LOAD && e->buf && !e->buf->local && e->buf->slot >= 0)
+    used[e->buf->slot] = true;
+  for (int i = 0; i < e->nidx; i++)
+    mark_expr(e->idx[i], used);
+  for (int i = 0; i < e->nargs; i++)
+    mark_expr(e->args[i], used);
+  mark_expr(e->a, used);
+  mark_expr(e->b, used);
+  mark_expr(e->c, used);
+}
+
+static void mark_stmt(const IRStmt *s, bool *used) {
+  if (!s)
+    return;
+  if (s->kind == S_STORE && s->buf && !s->buf->local && s->buf->slot >= 0)
+    used[s->buf->slot] = true;
+  mark_expr(s->lo, used);
+  mark_expr(s->extent, used);
+  mark_expr(s->value, used);
+  mark_expr(s->cond, used);
+  for (int i = 0; i < s->nidx; i++)
+    mark_expr(s->idx[i], used);
+  for (int i = 0; i < s->n; i++)
+    mark_stmt(s->stmts[i], used);
+  mark_stmt(s->body, used);
+  mark_stmt(s->then, used);
+  mark_stmt(s->els, used);
 }
 
 /* ================================================================
@@ -1086,11 +1124,21 @@ static tc_status run_kernel(tc_program *p, int entry, Run *r, tc_error *err) {
   }
   void **data = calloc((size_t)d->ntensors + 1, sizeof *data);
   int64_t *dims = calloc(2 * (size_t)fn->ndims + 1, sizeof *dims);
-  if (!data || !dims) {
+  bool *used = calloc((size_t)d->ntensors + 1, sizeof *used);
+  if (!data || !dims || !used) {
     free(data);
     free(dims);
+    free(used);
     error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
     return TC_ERR_NOMEM;
+  }
+  mark_stmt(fn->body, used);
+  st = alloc_temps(r->b.def, r, used, err);
+  free(used);
+  if (st) {
+    free(data);
+    free(dims);
+    return st;
   }
   int64_t *shape = dims, *stride = dims + fn->ndims;
   for (int i = 0; i < d->ntensors; i++) {
@@ -1230,10 +1278,10 @@ static tc_status run_cuda(tc_program *p, int entry, Run *r, void *stream, int de
   return report_failure(p, fn, &rt, err);
 }
 
-/* Binds everything for a run on caller-provided outputs; a CUDA run's
- * temporaries get no host memory. */
+/* Binds everything for a run on caller-provided outputs; with `views_only`
+ * (CUDA, compiled kernels) the temporaries get no host memory here. */
 static tc_status bind_all(tc_program *p, int entry, DLTensor *const *inputs, int n_inputs,
-                          DLTensor *const *outputs, int n_outputs, Run *r, bool cuda,
+                          DLTensor *const *outputs, int n_outputs, Run *r, bool views_only,
                           tc_error *err) {
   Def *d = get_def(p, entry, err);
   if (!d)
@@ -1242,7 +1290,7 @@ static tc_status bind_all(tc_program *p, int entry, DLTensor *const *inputs, int
   if (!st)
     st = bind_outputs(d, outputs, r, err);
   if (!st)
-    st = cuda ? temp_views(d, r, err) : alloc_temps(d, r, err);
+    st = views_only ? temp_views(d, r, err) : alloc_temps(d, r, NULL, err);
   return st;
 }
 
@@ -1274,7 +1322,10 @@ tc_status tc_run_ex(tc_program *p, int entry, DLTensor *const *inputs, int n_inp
   }
   bool cuda = on_gpu || o.target == TC_TARGET_CUDA;
   Run r = {0};
-  st = bind_all(p, entry, inputs, n_inputs, outputs, n_outputs, &r, cuda, err);
+  /* CUDA runs give temporaries device memory, compiled kernels allocate
+   * those they use (run_kernel): both only need the views here. */
+  st = bind_all(p, entry, inputs, n_inputs, outputs, n_outputs, &r,
+                cuda || o.target == TC_TARGET_C, err);
   if (!st && cuda)
     st = run_cuda(p, entry, &r, o.stream, on_gpu ? dev.device_id : o.device, !on_gpu, err);
   else if (!st)
@@ -1685,6 +1736,8 @@ static void explain_def(Buf *b, tc_program *p, const Def *d, const int64_t *size
   }
   for (int i = 0; i < d->nstmts; i++)
     explain_stmt(b, &p->file, d->stmts[i], i + 1, sizes);
+  buf_puts(b, "schedule in use (the CPU target's; it can be pasted back):\n");
+  sched_print(b, fn);
   buf_puts(b, "loop nest:\n");
   ir_print_stmt(b, fn->body, 1);
 }

@@ -26,6 +26,12 @@
  *
  * Loads that read the same element in every iteration of a vectorized loop
  * are read once before it (into locals h<k>, when the loop runs at all).
+ * There too, a float division by such a value becomes a multiplication by
+ * its reciprocal r<k> (tested to be a normal number unless the divisor is a
+ * constant or an integer: else the loop runs as written), and a vectorized
+ * float reduction runs in four chains over the quarters of its range (four
+ * accumulators, combined after the loop; the rest of n / 4 after them).
+ * Neither in the loops of a user's schedule.
  *
  * A loop is left-hand when some store in its body writes at an index that is
  * the loop variable itself in some dimension: then distinct iterations write
@@ -42,6 +48,7 @@
  * Invalidates nothing.
  */
 #include "tc.h"
+#include <math.h>
 
 enum { BLOCK = 4096 }; /* iterations per parallel block of a 1-d loop */
 
@@ -207,7 +214,7 @@ typedef struct Sched {
 typedef struct Hoist {
   Sched *S;
   const IRStmt *loop;
-  VEC(IRVar *) inner;  /* the loop's variable and what its body declares */
+  VEC(IRVar *) inner;  /* the loop's variable and what its body declares or assigns */
   VEC(IRStmt *) decls; /* the hoisted loads, as locals */
 } Hoist;
 
@@ -225,7 +232,7 @@ static bool stores_to(const IRStmt *s, const Buffer *b) {
 static void declared_vars(Hoist *H, const IRStmt *s) {
   if (!s)
     return;
-  if (s->kind == S_FOR || s->kind == S_DECL)
+  if (s->kind == S_FOR || s->kind == S_DECL || s->kind == S_ASSIGN)
     vec_push(H->S->c->arena, &H->inner, s->var);
   for (int i = 0; i < s->n; i++)
     declared_vars(H, s->stmts[i]);
@@ -273,22 +280,213 @@ static IRStmt *hoist_stmt(Ctx *c, void *st, IRStmt *s) {
   return ir_mutate_stmt_children(c, s, hoist_stmt, hoist_expr, st);
 }
 
+/* e with every read of v replaced. */
+typedef struct Subst1 {
+  const IRVar *v;
+  IRExpr *with;
+} Subst1;
+
+static IRExpr *subst1(Ctx *c, void *st, IRExpr *e) {
+  Subst1 *S = st;
+  if (e->kind == IR_VAR && e->var == S->v)
+    return S->with;
+  return ir_mutate_expr_children(c, e, subst1, st);
+}
+
+/* ---- divisions by a value that does not change in a vector loop ---- */
+
+/* `x / d` with d the same in every iteration becomes `x * r`, r = 1 / d
+ * computed once before the loop: a multiply instead of a divide per element
+ * (vector division is 10-20 times slower), at most one more rounding
+ * (docs/language.md).  Only where r is a normal number, so that the product
+ * stays within about an ulp of the quotient: a divisor that is not a
+ * constant is tested before the loop, and the loop runs as written when the
+ * test fails (|d| outside [2^-126, 2^126] for float32; zero, infinity and
+ * NaN included, though those would agree too). */
+typedef struct Recip {
+  Hoist *H;
+  VEC(IRExpr *) divisors; /* distinct invariant divisors */
+  VEC(IRVar *) inverses;  /* 1 / divisors[k] */
+} Recip;
+
+static double normal_bound(tc_dtype t) { return t == TC_FLOAT64 ? 0x1p-1022 : 0x1p-126; }
+
+/* Whether the constant d has a normal reciprocal. */
+static bool const_invertible(const IRExpr *d) {
+  double m = normal_bound(d->type), a = fabs(d->fval);
+  return a >= m && a <= 1 / m;
+}
+
+static IRExpr *recip_expr(Ctx *c, void *st, IRExpr *e) {
+  Recip *R = st;
+  e = ir_mutate_expr_children(c, e, recip_expr, st);
+  if (e->kind != IR_BIN || e->op != OP_DIV || (e->type != TC_FLOAT32 && e->type != TC_FLOAT64) ||
+      !invariant(R->H, e->b) || invariant(R->H, e->a) || ir_has_fail(e->b) ||
+      (e->b->kind == IR_FLOAT && !const_invertible(e->b)))
+    return e;
+  int k = 0;
+  while (k < R->divisors.len && !ir_equal(R->divisors.data[k], e->b))
+    k++;
+  if (k == R->divisors.len) {
+    IRFunc *f = R->H->S->f;
+    vec_push(c->arena, &R->divisors, e->b);
+    vec_push(c->arena, &R->inverses,
+             ir_new_var(c, arena_printf(c->arena, "r%d", f->nvars++), VAR_LOCAL, e->type));
+  }
+  return ir_bin(c, OP_MUL, e->a, ir_var(c, R->inverses.data[k]));
+}
+
+static IRStmt *recip_stmt(Ctx *c, void *st, IRStmt *s) {
+  return ir_mutate_stmt_children(c, s, recip_stmt, recip_expr, st);
+}
+
+/* Whether d needs no test: a constant (recip_expr took only those with a
+ * normal reciprocal), or an integer made float, which is 0 (x * inf is x / 0,
+ * infinity or NaN alike) or at least 1 and below 2^64. */
+static bool surely_invertible(const IRExpr *d) {
+  return d->kind == IR_FLOAT || (d->kind == IR_CAST && !dtype_is_float(d->a->type));
+}
+
+/* Whether d, not a constant, has a normal reciprocal (the test run before
+ * the loop): m <= |d| <= 1/m. */
+static IRExpr *invertible(Ctx *c, IRExpr *d) {
+  double m = normal_bound(d->type);
+  IRExpr *lo = ir_float(c, d->type, m), *hi = ir_float(c, d->type, 1 / m);
+  IRExpr *nlo = ir_float(c, d->type, -m), *nhi = ir_float(c, d->type, -1 / m);
+  IRExpr *pos = ir_bin(c, OP_AND, ir_bin(c, OP_GE, d, lo), ir_bin(c, OP_LE, d, hi));
+  IRExpr *neg = ir_bin(c, OP_AND, ir_bin(c, OP_LE, d, nlo), ir_bin(c, OP_GE, d, nhi));
+  return ir_bin(c, OP_OR, pos, neg);
+}
+
+/* ---- reductions in several chains ---- */
+
+/* A vectorized reduction `acc = acc OP f(v)` keeps one vector of partial
+ * results, and each update waits for the previous one (4 cycles for a
+ * vector add): the loop runs at a quarter of the load rate.  Split in SPLIT
+ * contiguous parts of q = n / SPLIT iterations, reduced side by side into
+ * their own accumulators and combined at the end (a reordered float sum,
+ * as vector lanes already reorder it), it keeps SPLIT chains in flight; the
+ * n - SPLIT*q iterations left run after them into the first accumulator. */
+enum { SPLIT = 4 };
+
+/* The updates of a loop body that only reduces floats, `acc = acc OP e`
+ * with OP + * min max and e free of acc (no declarations, no stores): their
+ * number, or 0. */
+static int float_updates(Ctx *c, IRStmt *body, IRStmt ***list) {
+  IRStmt **l = body->stmts;
+  int n = body->n;
+  if (body->kind != S_BLOCK) {
+    l = arena_alloc(c->arena, sizeof *l);
+    l[0] = body;
+    n = 1;
+  }
+  for (int i = 0; i < n; i++) {
+    IRStmt *s = l[i];
+    if (s->kind != S_ASSIGN || (s->var->type != TC_FLOAT32 && s->var->type != TC_FLOAT64))
+      return 0;
+    IRExpr *e = s->value;
+    if (e->kind != IR_BIN || e->type != s->var->type || !is_var(e->a, s->var) ||
+        uses_var(e->b, s->var) ||
+        (e->op != OP_ADD && e->op != OP_MUL && e->op != OP_MIN && e->op != OP_MAX))
+      return 0;
+    for (int k = 0; k < n; k++) /* nor reads another's accumulator */
+      if ((k < i && l[k]->var == s->var) || (k != i && uses_var(e->b, l[k]->var)))
+        return 0;
+  }
+  *list = l;
+  return n;
+}
+
+static IRExpr *red_identity(Ctx *c, int op, tc_dtype t) {
+  switch (op) {
+  case OP_ADD: return ir_float(c, t, 0.0);
+  case OP_MUL: return ir_float(c, t, 1.0);
+  case OP_MIN: return ir_float(c, t, INFINITY);
+  default: return ir_float(c, t, -INFINITY);
+  }
+}
+
+/* The reduction loop in SPLIT chains (above), or the loop unchanged. */
+static IRStmt *split_reduction(Sched *S, IRStmt *loop) {
+  Ctx *c = S->c;
+  IRStmt **ups;
+  int n = float_updates(c, loop->body, &ups);
+  if (!n)
+    return loop;
+  VEC(IRStmt *) out = {0};
+  VEC(IRStmt *) body = {0};
+  IRVar *q = ir_new_var(c, arena_printf(c->arena, "q%d", S->f->nvars++), VAR_LOCAL, TC_INT64);
+  IRVar *j = ir_new_var(c, arena_printf(c->arena, "%s_j", loop->var->name), VAR_LOOP, TC_INT64);
+  vec_push(c->arena, &out, ir_decl(c, q, ir_floordiv(c, loop->extent, ir_i64(c, SPLIT))));
+  IRVar **acc = arena_alloc(c->arena, sizeof *acc * (size_t)n * SPLIT);
+  for (int k = 0; k < SPLIT; k++) {
+    Subst1 at = {loop->var, ir_add(c, loop->lo, ir_add(c, ir_mul(c, ir_i64(c, k), ir_var(c, q)),
+                                                          ir_var(c, j)))};
+    for (int i = 0; i < n; i++) {
+      IRVar *a = ups[i]->var;
+      if (k) {
+        a = ir_new_var(c, arena_printf(c->arena, "%s_%d", a->name, k), VAR_LOCAL, a->type);
+        vec_push(c->arena, &out, ir_decl(c, a, red_identity(c, ups[i]->value->op, a->type)));
+      }
+      acc[k * n + i] = a;
+      IRExpr *e = simplify_expr(c, subst1(c, &at, ups[i]->value->b));
+      vec_push(c->arena, &body, ir_assign(c, a, ir_bin(c, ups[i]->value->op, ir_var(c, a), e)));
+    }
+  }
+  IRStmt *chains = ir_for(c, j, ir_i64(c, 0), ir_var(c, q), FOR_VECTORIZED,
+                          ir_block(c, body.data, body.len));
+  chains->loc = loop->loc;
+  vec_push(c->arena, &out, chains);
+  IRExpr *done = ir_mul(c, ir_i64(c, SPLIT), ir_var(c, q));
+  IRStmt *rest = ir_for(c, loop->var, simplify_expr(c, ir_add(c, loop->lo, done)),
+                        simplify_expr(c, ir_sub(c, loop->extent, done)), FOR_SERIAL, loop->body);
+  rest->loc = loop->loc;
+  vec_push(c->arena, &out, rest);
+  for (int i = 0; i < n; i++) {
+    IRVar *a = ups[i]->var;
+    int op = ups[i]->value->op;
+    IRExpr *hi = ir_bin(c, op, ir_var(c, acc[2 * n + i]), ir_var(c, acc[3 * n + i]));
+    IRExpr *lo = ir_bin(c, op, ir_var(c, a), ir_var(c, acc[n + i]));
+    vec_push(c->arena, &out, ir_assign(c, a, ir_bin(c, op, lo, hi)));
+  }
+  return ir_block(c, out.data, out.len);
+}
+
 /* A vector loop with the loads that are the same in every iteration read
  * once before it, into locals (the C compiler, unsure that the loop's
  * stores leave them alone, would otherwise not vectorize some loops).  The
  * loads run only when the loop runs at least once. */
 static IRStmt *hoist_loads(Sched *S, IRStmt *loop) {
+  Ctx *c = S->c;
   Hoist H = {S, loop, {0}, {0}};
-  vec_push(S->c->arena, &H.inner, loop->var);
+  vec_push(c->arena, &H.inner, loop->var);
   declared_vars(&H, loop->body);
-  IRStmt *body = hoist_stmt(S->c, &H, loop->body);
-  if (!H.decls.len)
-    return loop;
-  IRStmt *l = ir_for(S->c, loop->var, loop->lo, loop->extent, loop->fkind, body);
+  IRStmt *body = hoist_stmt(c, &H, loop->body);
+  Recip R = {&H, {0}, {0}};
+  bool user = loop->var->user; /* a user's schedule (sched.c): only the hoisting */
+  IRStmt *rbody = user ? body : recip_stmt(c, &R, body);
+  IRStmt *l = ir_for(c, loop->var, loop->lo, loop->extent, loop->fkind, body);
   l->loc = loop->loc;
-  vec_push(S->c->arena, &H.decls, l);
-  IRExpr *runs = ir_bin(S->c, OP_GT, loop->extent, ir_i64(S->c, 0));
-  return ir_if(S->c, runs, ir_block(S->c, H.decls.data, H.decls.len), NULL);
+  IRStmt *run = user ? l : split_reduction(S, l);
+  if (R.divisors.len) {
+    IRExpr *ok = NULL;
+    for (int k = 0; k < R.divisors.len; k++) {
+      IRExpr *d = R.divisors.data[k];
+      vec_push(c->arena, &H.decls,
+               ir_decl(c, R.inverses.data[k], ir_bin(c, OP_DIV, ir_float(c, d->type, 1.0), d)));
+      if (!surely_invertible(d))
+        ok = ok ? ir_bin(c, OP_AND, ok, invertible(c, d)) : invertible(c, d);
+    }
+    IRStmt *fast = ir_for(c, loop->var, loop->lo, loop->extent, loop->fkind, rbody);
+    fast->loc = loop->loc;
+    fast = split_reduction(S, fast);
+    run = ok ? ir_if(c, ok, fast, run) : fast;
+  }
+  if (!H.decls.len)
+    return run;
+  vec_push(c->arena, &H.decls, run);
+  IRExpr *runs = ir_bin(c, OP_GT, loop->extent, ir_i64(c, 0));
+  return ir_if(c, runs, ir_block(c, H.decls.data, H.decls.len), NULL);
 }
 
 /* ---- partitioning: the interior of boundary conditions ---- */
@@ -305,18 +503,6 @@ typedef struct Part {
   VEC(IRExpr *) lower, upper; /* interior: v >= lower[k], v < upper[k] */
   VEC(const IRExpr *) facts;  /* tests true and clamps idle there */
 } Part;
-
-typedef struct Subst1 {
-  const IRVar *v;
-  IRExpr *with;
-} Subst1;
-
-static IRExpr *subst1(Ctx *c, void *st, IRExpr *e) {
-  Subst1 *S = st;
-  if (e->kind == IR_VAR && e->var == S->v)
-    return S->with;
-  return ir_mutate_expr_children(c, e, subst1, st);
-}
 
 /* c with e == v + c, or NULL. */
 static IRExpr *offset_of(Part *P, IRExpr *e) {
@@ -491,7 +677,9 @@ static IRStmt *split_blocks(Sched *S, IRStmt *s) {
 
 static IRStmt *visit(Ctx *c, void *st, IRStmt *s) {
   Sched *S = st;
-  if (S->depth == 0 && has_scheduled_loop(s))
+  if (S->depth == 0 && s->kind == S_FOR && s->var->user)
+    return sched_vectorize(c, S->f, s); /* the user's (sched.c) */
+  if (S->depth == 0 && s->kind != S_BLOCK && has_scheduled_loop(s))
     return s; /* tile.c's */
   if (s->kind != S_FOR)
     return ir_mutate_stmt_children(c, s, visit, NULL, st);

@@ -837,6 +837,17 @@ void sema_program_ex(Ctx *c, Program *p, const tc_constant *consts, int nconsts)
   }
   for (int i = 0; i < p->ndefs; i++)
     check_def(c, p->defs[i], &k);
+  for (int i = 0; i < p->nscheds; i++) {
+    Schedule *s = p->scheds[i];
+    Def *d = map_get(&names, s->name);
+    if (!d)
+      error_at(c, s->loc, "schedule for '%s', which no def defines", s->name);
+    if (d->sched)
+      error_at(c, s->loc, "a second schedule for '%s' (the first is at %d:%d)", s->name,
+               d->sched->loc.line, d->sched->loc.col);
+    d->sched = s;
+    sched_check_def(c, d);
+  }
   for (int i = 0; i < k.n; i++)
     if (!k.used[i])
       const_error(c, (Loc){0, 0}, "compile-time constant '%s': no definition has a parameter "

@@ -385,6 +385,8 @@ struct Stmt {
   int ncons;
 };
 
+typedef struct Schedule Schedule;
+
 typedef struct Def {
   const char *name;
   Loc loc;
@@ -395,17 +397,62 @@ typedef struct Def {
   int nsyms;
   Stmt **stmts;
   int nstmts;
+  Schedule *sched;  /* sema: its schedule block, or NULL */
 } Def;
+
+/* A schedule block (docs/language.md, "Schedules"): `schedule NAME { ... }`,
+ * chains of directives on the stages of def NAME.  parse.c builds it;
+ * sema.c links it to its def and sched.c checks and applies it. */
+typedef struct SchedArg {
+  Loc loc;
+  const char *name;  /* an identifier, or NULL for an integer */
+  int64_t ival;      /* the integer */
+} SchedArg;
+
+#define SCHED_DIR_LIST(X)                                                     \
+  X(SD_SPLIT, "split") X(SD_TILE, "tile") X(SD_REORDER, "reorder")            \
+  X(SD_VECTORIZE, "vectorize") X(SD_UNROLL, "unroll") X(SD_PARALLEL, "parallel") \
+  X(SD_FUSE, "fuse")                                                          \
+  X(SD_INLINE, "inline") X(SD_COMPUTE_ROOT, "compute_root")                   \
+  X(SD_COMPUTE_AT, "compute_at")
+typedef enum {
+#define X(n, s) n,
+  SCHED_DIR_LIST(X)
+#undef X
+  NUM_SCHED_DIRS
+} SchedDirKind;
+extern const char *const sched_dir_names[NUM_SCHED_DIRS];
+
+typedef struct Directive {
+  const char *stage;  /* the tensor its statement writes */
+  Loc stage_loc;
+  int update;         /* 0: the first statement writing it; k: `.update(k-1)` */
+  SchedDirKind kind;
+  Loc loc;            /* of the directive's name */
+  SchedArg *args;
+  int nargs;
+  Stmt *stmt;         /* sema: the stage's statement */
+  int si;             /* sema: its index in Def.stmts */
+} Directive;
+
+struct Schedule {
+  const char *name;   /* the def it schedules */
+  Loc loc;
+  Directive *dirs;    /* in source order */
+  int ndirs;
+};
 
 typedef struct Program {
   Def **defs;
   int ndefs;
+  Schedule **scheds;
+  int nscheds;
 } Program;
 
 /* ================================================================
  * parse.c
  * ================================================================ */
-/* program := def*; see docs/language.md for the grammar. */
+/* program := (def | schedule)*; see docs/language.md for the grammar. */
 Program *parse_program(Ctx *c, Token *toks);
 /* Canonical text of the AST, fully parenthesized (`(a + (b * c))`,
  * `min(a, b)`), before or after sema (resolved nodes print their names):
@@ -488,6 +535,8 @@ typedef struct IRVar {
   const char *name; /* mangled C name, unique in the IRFunc */
   VarKind kind;
   tc_dtype type;    /* TC_INT64 for all but VAR_LOCAL */
+  bool user;        /* VAR_LOOP of a stage the user scheduled (sched.c): the
+                       autoscheduler's passes leave nests of such loops alone */
   SizeSym *sym;     /* VAR_SIZE */
   Buffer *buf;      /* VAR_SHAPE / VAR_STRIDE */
   int dim;
@@ -679,6 +728,19 @@ void fold_func(Ctx *c, IRFunc *f);
  * register tiles over packed panels, for vectors of `vector_bytes`. */
 int tile_host_vector_bytes(void);
 void tile_func(Ctx *c, IRFunc *f, int vector_bytes);
+/* sched.c: the user's schedule.  sched_check_def (from sema) checks the
+ * def's schedule block: stage, loop and tensor names, arguments, legality
+ * that needs no IR; error_at() at the directive.  sched_func (after lower)
+ * applies it; stages it schedules get loops with IRVar.user set.
+ * sched_print appends the schedule in use (the user's directives, the
+ * autoscheduler's decisions as directives or comments) as a block that can
+ * be pasted back; requires the final IRFunc of pipeline_run. */
+void sched_check_def(Ctx *c, Def *d);
+void sched_func(Ctx *c, IRFunc *f);
+void sched_print(Buf *b, const IRFunc *f);
+/* For schedule.c, at a user-scheduled nest's turn: its vector loops as the
+ * autoscheduler makes them (loads hoisted, boundary tests partitioned). */
+IRStmt *sched_vectorize(Ctx *c, IRFunc *f, IRStmt *nest);
 /* schedule.c: marks loop kinds (outermost parallel, innermost vectorized,
  * including reductions), splits 1-d parallel loops into vector blocks. */
 void schedule_default(Ctx *c, IRFunc *f);
@@ -865,6 +927,8 @@ typedef struct GpuPlan {
   int nkernels;
   int nslots;
   bool can_fail;               /* some kernel may report a failure */
+  bool *buf_used;              /* [nbufs]: some kernel reads or writes the buffer (a
+                                  temporary no kernel uses gets no device memory) */
 } GpuPlan;
 
 /* Requires the output of pipeline_run_gpu. */

@@ -12,43 +12,50 @@
  *
  *   parallel for g over (outer variables) x (blocks of i tiles)
  *                     x (blocks of NCT*NR j's):
- *     alloc P[NCT*NR*KLEN], Ap[MR*KLEN]               (once per task)
+ *     alloc P[NCT*NR*KLEN], Ap[MCH*MR*KLEN]           (once per task)
  *     for kb over blocks of the reduction:
  *       pack: P[jt][r][ji] = V(j = j0+jt*NR+ji, r)    (0 beyond j's range)
- *       for it over the block's tiles of MR i's:
- *         pack: Ap[r][mi] = W(i = min(i0+mi, last i), r)
- *         for jt over the block's tiles of NR j's:
- *           alloc acc[MR*NR]                          (registers, in the end)
- *           acc = kb == 0 && C starts at 0 ? 0 : C
- *           for r in the block (one flat loop):
- *             for mi < MR (unrolled):
- *               w = Ap[r][mi]
- *               for ji < NR (vectorized): acc[mi][ji] = fma(w, P[jt][r][ji], acc[mi][ji])
- *           C = acc                                   (elements in range only)
+ *       for each chunk of up to MCH of the task's tiles of MR i's:
+ *         pack: Ap[it][r][mi] = W(i = min(i0+mi, last i), r)
+ *         for it over the chunk's tiles (inside the next loop for a box):
+ *           for jt over the block's tiles of NR j's:
+ *             alloc acc[MR*NR]                        (registers, in the end)
+ *             acc = kb == 0 && C starts at 0 ? 0 : C
+ *             for r in the block (one flat loop):
+ *               for mi < MR (unrolled):
+ *                 w = Ap[it][r][mi]
+ *                 for ji < NR (vectorized): acc[mi][ji] = fma(w, P[jt][r][ji], acc[mi][ji])
+ *             C = acc                                 (elements in range only)
  *
  * j is the innermost left-hand variable (unit stride in C in the usual
  * layout); V is the factor that reads j; i is the innermost left-hand
  * variable W reads and V does not; the other left-hand variables are outer.
- * MR x NR accumulators fill the vector registers (NR is two vectors; the C
- * compiler keeps acc in registers once the mi and ji loops are unrolled and
- * vectorized); a block of KC reduction steps keeps the panel P (NCT*NR*KC
- * elements) in the L2 cache and each tile's slice of it in L1.  Only the
- * first reduction variable is blocked; inner ones run whole.
+ * MR x NR accumulators fill the vector registers (NR is two vectors, MR 8
+ * with AVX-512's 32 registers, else 6; the C compiler keeps acc in
+ * registers once the mi and ji loops are unrolled and vectorized); a block
+ * of KC reduction steps keeps the panel P (NCT*NR*KC elements) and the
+ * chunk's Ap in the L2 cache, and the i tile's slice of Ap in L1 while the
+ * j tiles run over it (a box: the other way round).  Only the first
+ * reduction variable is blocked; inner ones run whole.
  *
  * Parallel tasks: each takes NCT tiles of j (so each packed W row serves
  * NCT tiles) and one value of the outer variables that W reads.  The other
  * outer variables ("points", e.g. a convolution's image and row) come in
- * blocks of up to PB per task, W packed once for the block (Ap then holds
- * all the task's i tiles); fewer when that would leave fewer than TASKS
- * tasks.  Only when there are still fewer are the i tiles split among tasks
- * too (in blocks of at least MCT tiles), since each i block packs its V
- * panel again.
+ * blocks of up to PB per task, W packed once for the block; fewer when that
+ * would leave fewer than TASKS tasks.  Only when there are still fewer are
+ * the i tiles split among tasks too (in blocks of at least MCR rows), since
+ * each i block packs its V panel again.  V is packed per point (once per
+ * block when there are no points).
  *
  * A convolution's V reads its input at `w + kw - 1`: a panel would hold each
  * input element once per kw.  When a reduction variable shares V's last
  * subscript with j, V is packed instead as the box of the tensor that the
  * block reads (in the tensor's layout, boundaries applied), with a table of
  * where each reduction step's row starts: the tile reads P[off[r] + ...].
+ * When V's subscripts are also affine in the innermost point variable (the
+ * output row h of `h + kh - 1`), a task's points are a run of consecutive
+ * values of it, and one box, spanning the run, serves them all: each point
+ * reads it at P[off[r] + poff + ...], poff its row's offset.
  *
  * Tails need no
  * separate code: P is zero-padded past the last j, a partial i tile reads
@@ -77,11 +84,13 @@
 #include <string.h>
 
 enum {
-  MR = 6,    /* rows of a register tile */
+  MR = 6,    /* rows of a register tile (16 vector registers) */
+  MR32 = 8,  /* with 32 vector registers (AVX-512) */
   KC = 256,  /* reduction steps (all reduction variables) per block */
   NCT = 16,  /* tiles of NR per packed panel of V (a task's j block) */
-  MCT = 40,  /* tiles of MR per task at least, when tasks split i */
+  MCR = 256, /* rows of i per task at least, when tasks split i */
   TASKS = 16, /* parallel tasks wanted (the pool makes chunks of them) */
+  MCH = 48,  /* tiles of MR whose packed W a task keeps at once (L2) */
 };
 
 /* The widest vector the C compiler uses with -march=native, in bytes. */
@@ -227,6 +236,7 @@ typedef struct Tile {
   Ctx *c;
   IRFunc *f;
   Con *k;
+  int mr;             /* MR: rows of a register tile */
   int nr;             /* NR: elements per tile row (two vectors) */
   Loc loc;
 } Tile;
@@ -377,15 +387,22 @@ static IRStmt *pack(Tile *T, Buffer *P, Subst *outer, IRExpr *j0, IRExpr *ntj, I
                    var(T, ji));
   IRStmt *body = lstore(T, P, at, value);
   bool along_j = v_reads_along_j(k->V, k->lhs[k->jpos]->var);
-  if (along_j)
+  if (along_j) { /* V's rows read in order: r outside, the j tiles inside */
     body = schedule_vector_loop(T->c, T->f, loop(T, ji, i64(T, 0), i64(T, T->nr), FOR_SERIAL, body));
+    body = loop(T, jt, i64(T, 0), ntj, FOR_SERIAL, body);
+  } else { /* along r, inside */
+    for (int i = k->q - 1; i >= 0; i--) {
+      IRExpr *lo = i ? k->red[i]->lo : r1_0, *ext = i ? k->red[i]->extent : kb_len;
+      body = loop(T, r[i], lo, ext, FOR_SERIAL, body);
+    }
+    body = loop(T, ji, i64(T, 0), i64(T, T->nr), FOR_SERIAL, body);
+    return loop(T, jt, i64(T, 0), ntj, FOR_SERIAL, body);
+  }
   for (int i = k->q - 1; i >= 0; i--) {
     IRExpr *lo = i ? k->red[i]->lo : r1_0, *ext = i ? k->red[i]->extent : kb_len;
     body = loop(T, r[i], lo, ext, FOR_SERIAL, body);
   }
-  if (!along_j)
-    body = loop(T, ji, i64(T, 0), i64(T, T->nr), FOR_SERIAL, body);
-  return loop(T, jt, i64(T, 0), ntj, FOR_SERIAL, body);
+  return body;
 }
 
 /* ---- box packing ---- */
@@ -402,7 +419,9 @@ typedef struct Box {
   int rank;
   IRExpr *sub[TC_MAX_RANK];                  /* V's subscripts */
   int64_t coef[TC_MAX_RANK][TC_MAX_RANK * 4]; /* of each reduction variable */
-  IRExpr *value;  /* V as a function of the position: over pos[] */
+  IRExpr *inside, *outside; /* V at position pos[] inside X, outside it */
+  IRVar *hvar;    /* a point variable the box spans (rows), or NULL */
+  int64_t hcoef[TC_MAX_RANK];                /* its coefficients */
   IRVar *pos[TC_MAX_RANK];
 } Box;
 
@@ -452,24 +471,28 @@ static bool range_tests(const IRExpr *e, const IRExpr *x) {
   return is_range_test(e, x);
 }
 
-/* V's value at tensor position pos: casts kept, the load at pos when pos
- * is inside X, else the select's constant (or 0). */
-static IRExpr *box_value(Tile *T, Box *B, const IRExpr *v) {
+/* v's casts around `core`: V's value when its load (or select) is core. */
+static IRExpr *rewrap(Ctx *c, const IRExpr *v, IRExpr *core) {
+  return v->kind == IR_CAST ? ir_cast(c, v->type, rewrap(c, v->a, core)) : core;
+}
+
+/* V's value at tensor position pos, in two parts: `inside` (the load at
+ * pos) and `outside` (the select's constant, or 0), casts kept.  The box
+ * holds inside where pos is inside X, else outside. */
+static void box_value(Tile *T, Box *B, const IRExpr *v) {
   Ctx *c = T->c;
-  if (v->kind == IR_CAST)
-    return ir_cast(c, v->type, box_value(T, B, v->a));
-  const IRExpr *x = v->kind == IR_SELECT ? v->b : v;
-  IRExpr *other = v->kind == IR_SELECT ? v->c
+  const IRExpr *core = v;
+  while (core->kind == IR_CAST)
+    core = core->a;
+  const IRExpr *x = core->kind == IR_SELECT ? core->b : core;
+  IRExpr *other = core->kind == IR_SELECT ? core->c
                   : dtype_is_float(x->type) ? ir_float(c, x->type, 0)
                                              : ir_int(c, x->type, 0);
-  IRExpr *idx[TC_MAX_RANK], *in = NULL;
-  for (int d = 0; d < B->rank; d++) {
+  IRExpr *idx[TC_MAX_RANK];
+  for (int d = 0; d < B->rank; d++)
     idx[d] = ir_var(c, B->pos[d]);
-    IRExpr *t = and_(T, ir_bin(c, OP_GE, idx[d], i64(T, 0)), lt(T, idx[d], ir_var(c, B->X->shape[d])));
-    in = in ? and_(T, in, t) : t;
-  }
-  IRExpr *load = ir_load(c, B->X, idx, B->rank);
-  return in ? ir_select(c, in, load, other) : load;
+  B->inside = rewrap(c, v, ir_load(c, B->X, idx, B->rank));
+  B->outside = rewrap(c, v, other);
 }
 
 /* Whether V packs as a box: see above. */
@@ -509,15 +532,32 @@ static bool box_of(Tile *T, Box *B) {
   }
   if (!shared)
     return false;
-  B->value = box_value(T, B, k->V);
+  box_value(T, B, k->V);
+  return true;
+}
+
+/* Whether the box may span the point variable h (a convolution's output
+ * row), so that one box serves a run of consecutive points: V's subscripts
+ * affine in h with constant coefficients, none in the last dimension. */
+static bool box_rows(Tile *T, Box *B, IRVar *h) {
+  for (int d = 0; d < B->rank; d++)
+    if (!coefficient(T, B->sub[d], h, &B->hcoef[d]))
+      return false;
+  if (B->hcoef[B->rank - 1] != 0)
+    return false;
+  B->hvar = h;
   return true;
 }
 
 /* The extent of box dimension d when r1 runs over `len1` steps and j over
  * `jspan`: 1 + sum |coef| * (extent - 1), j's span in the last. */
-static IRExpr *box_extent(Tile *T, Box *B, int d, IRExpr *len1, IRExpr *jspan) {
+static IRExpr *box_extent(Tile *T, Box *B, int d, IRExpr *len1, IRExpr *jspan, IRExpr *hlen) {
   Con *k = T->k;
   IRExpr *e = i64(T, 1);
+  if (B->hvar && B->hcoef[d]) {
+    int64_t a = B->hcoef[d] < 0 ? -B->hcoef[d] : B->hcoef[d];
+    e = add(T, e, mul(T, i64(T, a), sub(T, max_(T, hlen, i64(T, 1)), i64(T, 1))));
+  }
   for (int q = 0; q < k->q; q++) {
     int64_t a = B->coef[d][q] < 0 ? -B->coef[d][q] : B->coef[d][q];
     IRExpr *ext = q ? max_(T, k->red[q]->extent, i64(T, 1)) : max_(T, len1, i64(T, 1));
@@ -531,10 +571,12 @@ static IRExpr *box_extent(Tile *T, Box *B, int d, IRExpr *len1, IRExpr *jspan) {
 /* The box's first position in dimension d: the subscript at j = j0 and
  * each reduction variable at the end of its range that minimizes it. */
 static IRExpr *box_lo(Tile *T, Box *B, Subst *outer, int d, IRExpr *j0, IRExpr *r1_0,
-                      IRExpr *kb_len) {
+                      IRExpr *kb_len, IRExpr *h0, IRExpr *hlast) {
   Con *k = T->k;
   Subst S = *outer;
   bind(&S, k->lhs[k->jpos]->var, j0);
+  if (B->hvar)
+    bind(&S, B->hvar, B->hcoef[d] >= 0 ? h0 : hlast);
   for (int q = 0; q < k->q; q++) {
     IRExpr *lo = q ? k->red[q]->lo : r1_0;
     IRExpr *ext = q ? k->red[q]->extent : kb_len;
@@ -543,10 +585,13 @@ static IRExpr *box_lo(Tile *T, Box *B, Subst *outer, int d, IRExpr *j0, IRExpr *
   return simplify_expr(T->c, subst(T, &S, B->sub[d]));
 }
 
-/* Packs the box and its offset table for a block; `lo`, `st` receive the
- * box's origin and strides (locals declared in `out`). */
-static void pack_box(Tile *T, Box *B, StmtList *out, Buffer *P, Buffer *off, Subst *outer,
-                     IRExpr *j0, IRExpr *ntj, IRExpr *r1_0, IRExpr *kb_len) {
+/* Packs the box and its offset table for a block: the box's extents,
+ * strides and offsets, which do not depend on the points, into `blk` (once
+ * per block), its origin and the fill into `out` (per point, or per run of
+ * points when the box spans h: h0..hlast, hlen of them). */
+static void pack_box(Tile *T, Box *B, StmtList *blk, StmtList *out, Buffer *P, Buffer *off,
+                     Subst *outer, IRExpr *j0, IRExpr *ntj, IRExpr *r1_0, IRExpr *kb_len,
+                     IRExpr *h0, IRExpr *hlast, IRExpr *hlen, IRVar **st_out) {
   Con *k = T->k;
   Ctx *c = T->c;
   IRVar *lo[TC_MAX_RANK], *ex[TC_MAX_RANK], *st[TC_MAX_RANK];
@@ -554,46 +599,78 @@ static void pack_box(Tile *T, Box *B, StmtList *out, Buffer *P, Buffer *off, Sub
   for (int d = 0; d < B->rank; d++) {
     lo[d] = local(T);
     ex[d] = local(T);
-    vec_push(c->arena, out, decl(T, lo[d], box_lo(T, B, outer, d, j0, r1_0, kb_len)));
-    vec_push(c->arena, out, decl(T, ex[d], box_extent(T, B, d, kb_len, jspan)));
+    vec_push(c->arena, out, decl(T, lo[d], box_lo(T, B, outer, d, j0, r1_0, kb_len, h0, hlast)));
+    vec_push(c->arena, blk, decl(T, ex[d], box_extent(T, B, d, kb_len, jspan, hlen)));
   }
   for (int d = B->rank - 1; d >= 0; d--) {
     st[d] = local(T);
     IRExpr *v = d == B->rank - 1 ? i64(T, 1) : mul(T, var(T, st[d + 1]), var(T, ex[d + 1]));
-    vec_push(c->arena, out, decl(T, st[d], v));
+    vec_push(c->arena, blk, decl(T, st[d], v));
+    st_out[d] = st[d];
   }
-  /* the box: P[sum b_d * st_d] = V at position lo + b */
+  /* the box: P[sum b_d * st_d] = V at position lo + b.  Along the last
+   * dimension X's range is [a, e) of the box's [0, ex): the rows inside X in
+   * the other dimensions copy it, the rest is the outside value */
   IRVar *b[TC_MAX_RANK];
   Subst S = *outer;
-  IRExpr *at = i64(T, 0);
+  IRExpr *at = i64(T, 0), *in_rest = NULL;
+  int last = B->rank - 1;
   for (int d = 0; d < B->rank; d++) {
     b[d] = fresh(T, "t", VAR_LOOP);
-    bind(&S, B->pos[d], add(T, var(T, lo[d]), var(T, b[d])));
+    IRExpr *p = add(T, var(T, lo[d]), var(T, b[d]));
+    bind(&S, B->pos[d], p);
     at = add(T, at, mul(T, var(T, b[d]), var(T, st[d])));
+    if (d < last) {
+      IRExpr *t = and_(T, ir_bin(c, OP_GE, p, i64(T, 0)), lt(T, p, ir_var(c, B->X->shape[d])));
+      in_rest = in_rest ? and_(T, in_rest, t) : t;
+    }
   }
-  IRStmt *fill = lstore(T, P, at, subst(T, &S, B->value));
-  fill = schedule_vector_loop(c, T->f, loop(T, b[B->rank - 1], i64(T, 0), var(T, ex[B->rank - 1]),
-                                            FOR_SERIAL, fill));
-  for (int d = B->rank - 2; d >= 0; d--)
+  IRVar *ea = local(T), *ee = local(T);
+  IRExpr *exl = var(T, ex[last]);
+  vec_push(c->arena, out,
+           decl(T, ea, min_(T, max_(T, sub(T, i64(T, 0), var(T, lo[last])), i64(T, 0)), exl)));
+  vec_push(c->arena, out,
+           decl(T, ee, max_(T, min_(T, sub(T, ir_var(c, B->X->shape[last]), var(T, lo[last])), exl),
+                            var(T, ea))));
+  IRStmt *put_in = lstore(T, P, at, subst(T, &S, B->inside));
+  IRStmt *put_out = lstore(T, P, at, subst(T, &S, B->outside));
+  IRVar *bl = b[last];
+  IRStmt *row[3] = {
+      loop(T, bl, i64(T, 0), var(T, ea), FOR_SERIAL, put_out),
+      schedule_vector_loop(c, T->f, loop(T, bl, var(T, ea), sub(T, var(T, ee), var(T, ea)),
+                                         FOR_SERIAL, put_in)),
+      loop(T, bl, var(T, ee), sub(T, exl, var(T, ee)), FOR_SERIAL, put_out)};
+  IRStmt *fill = block(T, row, 3);
+  if (in_rest)
+    fill = ir_if(c, simplify_expr(c, in_rest), fill,
+                 schedule_vector_loop(c, T->f, loop(T, bl, i64(T, 0), exl, FOR_SERIAL, put_out)));
+  for (int d = last - 1; d >= 0; d--)
     fill = loop(T, b[d], i64(T, 0), var(T, ex[d]), FOR_SERIAL, fill);
   vec_push(c->arena, out, fill);
-  /* the offsets: off[rflat(r)] = sum (sub_d(j0, r) - lo_d) * st_d */
+  /* the offsets: off[rflat(r)] = sum (sub_d(j0, r) - lo_d) * st_d, where
+   * sub_d - lo_d = sum_q coef_dq * (r_q - the end of r_q's range that
+   * box_lo chose): the same for every point */
   IRVar *r[TC_MAX_RANK * 4];
-  Subst R = *outer;
-  bind(&R, k->lhs[k->jpos]->var, j0);
-  for (int q = 0; q < k->q; q++) {
+  for (int q = 0; q < k->q; q++)
     r[q] = fresh(T, "t", VAR_LOOP);
-    bind(&R, k->red[q]->var, var(T, r[q]));
-  }
   IRExpr *o = i64(T, 0);
-  for (int d = 0; d < B->rank; d++)
-    o = add(T, o, mul(T, sub(T, subst(T, &R, B->sub[d]), var(T, lo[d])), var(T, st[d])));
+  for (int d = 0; d < B->rank; d++) {
+    IRExpr *rel = i64(T, 0);
+    for (int q = 0; q < k->q; q++) {
+      if (!B->coef[d][q])
+        continue;
+      IRExpr *l = q ? k->red[q]->lo : r1_0, *e = q ? k->red[q]->extent : kb_len;
+      IRExpr *end = B->coef[d][q] > 0 ? l : add(T, l, sub(T, e, i64(T, 1)));
+      rel = add(T, rel, mul(T, i64(T, B->coef[d][q]), sub(T, var(T, r[q]), end)));
+    }
+    o = add(T, o, mul(T, rel, var(T, st[d])));
+  }
   IRStmt *offs = lstore(T, off, rflat(T, r, r1_0), o);
   for (int q = k->q - 1; q >= 0; q--) {
     IRExpr *l = q ? k->red[q]->lo : r1_0, *e = q ? k->red[q]->extent : kb_len;
     offs = loop(T, r[q], l, e, FOR_SERIAL, offs);
   }
-  vec_push(c->arena, out, offs);
+  vec_push(c->arena, blk, offs);
 }
 
 /* The packing of W for the i tile at i0: Ap[rflat*MR + mi] = W(i =
@@ -610,9 +687,9 @@ static IRStmt *pack_w(Tile *T, Buffer *Ap, IRExpr *aoff, Subst *outer, IRExpr *i
   }
   IRExpr *iend = add(T, k->lhs[k->ipos]->lo, k->lhs[k->ipos]->extent);
   bind(&S, k->lhs[k->ipos]->var, min_(T, add(T, i0, var(T, mi)), sub(T, iend, i64(T, 1))));
-  IRExpr *at = add(T, add(T, aoff, mul(T, rflat(T, r, r1_0), i64(T, MR))), var(T, mi));
+  IRExpr *at = add(T, add(T, aoff, mul(T, rflat(T, r, r1_0), i64(T, T->mr))), var(T, mi));
   /* the MR rows side by side: Ap is written in order */
-  IRStmt *body = loop(T, mi, i64(T, 0), i64(T, MR), FOR_UNROLLED,
+  IRStmt *body = loop(T, mi, i64(T, 0), i64(T, T->mr), FOR_UNROLLED,
                       lstore(T, Ap, at, subst(T, &S, k->W)));
   for (int q = k->q - 1; q >= 0; q--) {
     IRExpr *lo = q ? k->red[q]->lo : r1_0, *ext = q ? k->red[q]->extent : kb_len;
@@ -625,7 +702,7 @@ static IRStmt *pack_w(Tile *T, Buffer *Ap, IRExpr *aoff, Subst *outer, IRExpr *i
  * reduction steps from the packed panels, store to C. */
 static IRStmt *tile_kernel(Tile *T, Buffer *P, Buffer *Ap, IRExpr *aoff, Subst *outer,
                            IRExpr *i0, IRExpr *jj0, IRVar *jt, IRExpr *klen, IRExpr *len,
-                           IRVar *kb, Buffer *off) {
+                           IRVar *kb, Buffer *off, IRExpr *poff) {
   Con *k = T->k;
   Ctx *c = T->c;
   Buffer *A = local_buffer(T, k->t);
@@ -648,24 +725,25 @@ static IRStmt *tile_kernel(Tile *T, Buffer *P, Buffer *Ap, IRExpr *aoff, Subst *
     inside = and_(T, ir_bin(c, OP_NE, var(T, kb), i64(T, 0)), inside);
   IRExpr *aidx = add(T, mul(T, var(T, mi), i64(T, nr)), var(T, ji));
   IRExpr *cval = ir_select(c, inside, ir_load(c, k->C, cidx, k->p), ir_float(c, k->t, 0));
-  IRStmt *init = loop(T, mi, i64(T, 0), i64(T, MR), FOR_UNROLLED,
+  IRStmt *init = loop(T, mi, i64(T, 0), i64(T, T->mr), FOR_UNROLLED,
                       loop(T, ji, i64(T, 0), i64(T, nr), FOR_VECTORIZED, lstore(T, A, aidx, cval)));
 
   /* the reduction: acc[mi][ji] = fma(Ap[rr][mi], P[jt][rr][ji], acc[mi][ji]) */
   IRVar *rr = fresh(T, "t", VAR_LOOP), *mk = fresh(T, "t", VAR_LOOP), *jk = fresh(T, "t", VAR_LOOP);
   IRVar *w = ir_new_var(c, arena_printf(c->arena, "w%d", T->f->nvars++), VAR_LOCAL, k->t);
   IRExpr *pidx = off /* a box: row rr starts at off[rr] */
-                     ? add(T, add(T, lload(T, off, var(T, rr)), mul(T, var(T, jt), i64(T, nr))),
+                     ? add(T, add(T, add(T, lload(T, off, var(T, rr)), poff),
+                                     mul(T, var(T, jt), i64(T, nr))),
                            var(T, jk))
                      : add(T, mul(T, add(T, mul(T, var(T, jt), klen), var(T, rr)), i64(T, nr)),
                            var(T, jk));
   IRExpr *a3 = add(T, mul(T, var(T, mk), i64(T, nr)), var(T, jk));
   IRExpr *args[3] = {ir_var(c, w), lload(T, P, pidx), lload(T, A, a3)};
   IRStmt *upd = lstore(T, A, a3, ir_call(c, k->t, BI_fma, args, 3));
-  IRExpr *wval = lload(T, Ap, add(T, add(T, aoff, mul(T, var(T, rr), i64(T, MR))), var(T, mk)));
+  IRExpr *wval = lload(T, Ap, add(T, add(T, aoff, mul(T, var(T, rr), i64(T, T->mr))), var(T, mk)));
   IRStmt *row[2] = {ir_decl(c, w, wval), loop(T, jk, i64(T, 0), i64(T, nr), FOR_VECTORIZED, upd)};
   IRStmt *red = loop(T, rr, i64(T, 0), len, FOR_SERIAL,
-                     loop(T, mk, i64(T, 0), i64(T, MR), FOR_UNROLLED, block(T, row, 2)));
+                     loop(T, mk, i64(T, 0), i64(T, T->mr), FOR_UNROLLED, block(T, row, 2)));
 
   /* C = acc, where C exists */
   IRVar *ms = fresh(T, "t", VAR_LOOP), *js = fresh(T, "t", VAR_LOOP);
@@ -679,10 +757,10 @@ static IRStmt *tile_kernel(Tile *T, Buffer *P, Buffer *Ap, IRExpr *aoff, Subst *
   IRExpr *a4 = add(T, mul(T, var(T, ms), i64(T, nr)), var(T, js));
   IRStmt *put = ir_if(c, and_(T, lt(T, is, iend), lt(T, jss, jend)),
                       ir_store(c, k->C, sidx, k->p, lload(T, A, a4)), NULL);
-  IRStmt *store = loop(T, ms, i64(T, 0), i64(T, MR), FOR_UNROLLED,
+  IRStmt *store = loop(T, ms, i64(T, 0), i64(T, T->mr), FOR_UNROLLED,
                        loop(T, js, i64(T, 0), i64(T, nr), FOR_VECTORIZED, put));
   IRStmt *parts[3] = {init, red, store};
-  return alloc(T, A, i64(T, MR * nr), block(T, parts, 3));
+  return alloc(T, A, i64(T, T->mr * nr), block(T, parts, 3));
 }
 
 
@@ -724,7 +802,7 @@ static IRStmt *build(Tile *T) {
   IRExpr *klen = mul(T, kcb, rin);                            /* reduction steps per block */
   IRExpr *r1ext = max_(T, k->red[0]->extent, i64(T, 0));
   IRExpr *nkb = max_(T, i64(T, 1), div_(T, add(T, r1ext, sub(T, kcb, i64(T, 1))), kcb));
-  IRExpr *nti = ceil_div(T, li->extent, MR);
+  IRExpr *nti = ceil_div(T, li->extent, T->mr);
 
   /* outer variables: W's (`wd`) and the points (`pd`) */
   int wd[TC_MAX_RANK], pd[TC_MAX_RANK], nw = 0, np = 0;
@@ -741,29 +819,37 @@ static IRStmt *build(Tile *T) {
       npts = mul(T, npts, ext);
     }
   }
+  /* a box that spans the innermost point variable serves a run of points
+   * along it: point blocks are then runs along it */
+  Box B;
+  bool boxed = box_of(T, &B);
+  bool runs = boxed && np > 0 && box_rows(T, &B, k->lhs[pd[np - 1]]->var);
+  IRStmt *lh = np > 0 ? k->lhs[pd[np - 1]] : NULL;
+  IRExpr *exth = lh ? max_(T, lh->extent, i64(T, 0)) : NULL;
   /* points per task: PB, fewer when that leaves under TASKS tasks; then
-   * the i tiles split into blocks of at least MCT while there are fewer
+   * the i tiles split into blocks of at least MCR rows while there are fewer
    * (each block packs V again: only as many as needed) */
   IRExpr *base = mul(T, njc, nwv);
   IRExpr *pb = max_(T, i64(T, 1), min_(T, i64(T, PB), div_(T, mul(T, npts, base), i64(T, TASKS))));
-  IRExpr *npb = div_(T, add(T, npts, sub(T, pb, i64(T, 1))), pb);
+  IRExpr *nhb = runs ? div_(T, add(T, exth, sub(T, pb, i64(T, 1))), pb) : NULL;
+  if (runs) /* runs of equal length */
+    pb = max_(T, i64(T, 1), div_(T, add(T, exth, sub(T, nhb, i64(T, 1))), max_(T, nhb, i64(T, 1))));
+  IRExpr *npb = runs ? mul(T, div_(T, npts, max_(T, exth, i64(T, 1))), nhb)
+                     : div_(T, add(T, npts, sub(T, pb, i64(T, 1))), pb);
   IRExpr *want = div_(T, add(T, i64(T, TASKS - 1), mul(T, base, max_(T, npb, i64(T, 1)))),
                       mul(T, base, max_(T, npb, i64(T, 1))));
-  IRExpr *nic = max_(T, i64(T, 1), min_(T, ceil_div(T, nti, MCT), want));
+  IRExpr *nic = max_(T, i64(T, 1), min_(T, ceil_div(T, nti, MCR / T->mr), want));
   IRExpr *tpt = div_(T, add(T, max_(T, nti, i64(T, 0)), sub(T, nic, i64(T, 1))), nic); /* i tiles per task */
 
   /* the parallel loop over (W's variables, point blocks, i blocks, j blocks) */
   IRVar *g = fresh(T, "g", VAR_LOOP);
   IRExpr *ntask = mul(T, mul(T, mul(T, njc, nic), npb), nwv);
-  IRExpr *apsize = mul(T, i64(T, MR), klen), *psize = mul(T, i64(T, NCT * nr), klen);
-  if (np > 0)
-    apsize = mul(T, apsize, max_(T, tpt, i64(T, 1)));
-  Box B;
-  bool boxed = box_of(T, &B);
-  if (boxed) { /* the largest box: a full block, a full j block */
+  IRExpr *apsize = mul(T, i64(T, T->mr), klen), *psize = mul(T, i64(T, NCT * nr), klen);
+  apsize = mul(T, apsize, max_(T, min_(T, tpt, i64(T, MCH)), i64(T, 1)));
+  if (boxed) { /* the largest box: a full block, a full j block, PB points */
     psize = i64(T, 1);
     for (int d = 0; d < B.rank; d++)
-      psize = mul(T, psize, box_extent(T, &B, d, kcb, i64(T, NCT * nr)));
+      psize = mul(T, psize, box_extent(T, &B, d, kcb, i64(T, NCT * nr), i64(T, PB)));
   }
   IRExpr *offsize = klen;
   /* inside a task the sizes are locals: computed once, not in the loops */
@@ -779,6 +865,8 @@ static IRStmt *build(Tile *T) {
   npts = named(T, &top, npts);
   pb = named(T, &top, pb);
   npb = named(T, &top, npb);
+  if (runs)
+    nhb = named(T, &top, nhb);
   nic = named(T, &top, nic);
   tpt = named(T, &top, tpt);
   Subst outer = {0};
@@ -789,6 +877,15 @@ static IRStmt *build(Tile *T) {
   vec_push(c->arena, &top,
            decl(T, pbi, ir_bin(c, OP_MOD, div_(T, var(T, g), mul(T, njc, nic1)), npb1)));
   decode(T, &top, &outer, wd, nw, div_(T, var(T, g), mul(T, mul(T, njc, nic1), npb1)));
+  IRExpr *h0 = NULL, *hn = NULL, *hlast = NULL;
+  if (runs) { /* the block: the other point variables, a run of h */
+    IRExpr *nhb1 = max_(T, nhb, i64(T, 1));
+    decode(T, &top, &outer, pd, np - 1, div_(T, var(T, pbi), nhb1));
+    IRExpr *hb = mul(T, ir_bin(c, OP_MOD, var(T, pbi), nhb1), pb);
+    h0 = named(T, &top, add(T, lh->lo, hb));
+    hn = named(T, &top, min_(T, pb, sub(T, exth, hb)));
+    hlast = named(T, &top, sub(T, add(T, h0, hn), i64(T, 1)));
+  }
   IRVar *j0 = local(T), *ntj = local(T);
   vec_push(c->arena, &top, decl(T, j0, add(T, lj->lo, mul(T, var(T, jc), i64(T, NCT * nr)))));
   vec_push(c->arena, &top,
@@ -801,42 +898,63 @@ static IRStmt *build(Tile *T) {
   IRVar *r10 = local(T), *kbl = local(T);
   IRExpr *r1_0 = var(T, r10), *kb_len = var(T, kbl);
   IRVar *it = fresh(T, "t", VAR_LOOP), *jt = fresh(T, "t", VAR_LOOP);
-  IRExpr *i0 = add(T, li->lo, mul(T, var(T, it), i64(T, MR)));
+  IRExpr *i0 = add(T, li->lo, mul(T, var(T, it), i64(T, T->mr)));
   IRExpr *jj0 = add(T, var(T, j0), mul(T, var(T, jt), i64(T, nr)));
   IRExpr *len = mul(T, kb_len, rin); /* flat reduction steps of this block */
-  bool shared = np > 0;
-  IRExpr *it0 = mul(T, var(T, ic), tpt); /* the task's first i tile */
-  IRExpr *nit = min_(T, tpt, sub(T, nti, it0));
-  IRExpr *aoff = shared ? mul(T, sub(T, var(T, it), it0), mul(T, i64(T, MR), klen)) : i64(T, 0);
+  /* the task's i tiles, in chunks of up to MCH whose packed W stays in L2 */
+  IRExpr *it0 = named(T, &top, mul(T, var(T, ic), tpt));
+  IRExpr *nit = named(T, &top, min_(T, tpt, sub(T, nti, it0)));
+  IRExpr *nch = named(T, &top, ceil_div(T, nit, MCH));
+  IRVar *ch = fresh(T, "t", VAR_LOOP), *ci0v = local(T), *cnv = local(T);
+  IRExpr *ci0 = var(T, ci0v), *cn = var(T, cnv);
+  IRExpr *aoff = mul(T, sub(T, var(T, it), ci0), mul(T, i64(T, T->mr), klen));
   IRVar *pt = fresh(T, "t", VAR_LOOP);
   Subst inner = outer;
-  StmtList per_pt = {0};
-  decode(T, &per_pt, &inner, pd, np, var(T, pt));
-  Buffer *off = boxed ? local_buffer(T, TC_INT64) : NULL;
-  if (boxed)
-    pack_box(T, &B, &per_pt, P, off, &inner, var(T, j0), var(T, ntj), r1_0, kb_len);
+  StmtList per_pt = {0}, blk = {0}, chunk = {0};
+  if (runs)
+    bind(&inner, lh->var, var(T, pt));
   else
-    vec_push(c->arena, &per_pt, pack(T, P, &inner, var(T, j0), var(T, ntj), klen, r1_0, kb_len));
-  IRStmt *jtiles = loop(T, jt, i64(T, 0), var(T, ntj), FOR_SERIAL,
-                        tile_kernel(T, P, Ap, aoff, &inner, i0, jj0, jt, klen, len, kb, off));
-  IRStmt *itiles;
-  if (shared) {
-    itiles = loop(T, it, it0, nit, FOR_SERIAL, jtiles);
-  } else {
-    IRStmt *per_i[2] = {pack_w(T, Ap, aoff, &inner, i0, r1_0, kb_len), jtiles};
-    itiles = loop(T, it, it0, nit, FOR_SERIAL, block(T, per_i, 2));
-  }
-  vec_push(c->arena, &per_pt, itiles);
-  IRExpr *p0 = mul(T, var(T, pbi), pb);
-  IRStmt *points = loop(T, pt, p0, min_(T, pb, sub(T, npts, p0)), FOR_SERIAL,
-                        block(T, per_pt.data, per_pt.len));
-  StmtList blk = {0};
+    decode(T, &per_pt, &inner, pd, np, var(T, pt));
+  Buffer *off = boxed ? local_buffer(T, TC_INT64) : NULL;
+  /* V is packed per point, per run of points, or once per block when there
+   * are no points */
+  StmtList *vdst = runs ? &chunk : np > 0 ? &per_pt : &blk;
   vec_push(c->arena, &blk, decl(T, r10, add(T, k->red[0]->lo, mul(T, var(T, kb), kcb))));
   vec_push(c->arena, &blk, decl(T, kbl, min_(T, kcb, sub(T, r1ext, mul(T, var(T, kb), kcb)))));
-  if (shared) /* W for every i tile of the task, before the points */
-    vec_push(c->arena, &blk,
-             loop(T, it, it0, nit, FOR_SERIAL, pack_w(T, Ap, aoff, &outer, i0, r1_0, kb_len)));
-  vec_push(c->arena, &blk, points);
+  vec_push(c->arena, &chunk, decl(T, ci0v, add(T, it0, mul(T, var(T, ch), i64(T, MCH)))));
+  vec_push(c->arena, &chunk,
+           decl(T, cnv, min_(T, i64(T, MCH), sub(T, nit, mul(T, var(T, ch), i64(T, MCH))))));
+  /* W for the chunk's i tiles, before the points */
+  vec_push(c->arena, &chunk,
+           loop(T, it, ci0, cn, FOR_SERIAL, pack_w(T, Ap, aoff, &outer, i0, r1_0, kb_len)));
+  IRExpr *poff = i64(T, 0); /* where the point's rows start in the box */
+  if (boxed) {
+    IRVar *st[TC_MAX_RANK];
+    pack_box(T, &B, &blk, vdst, P, off, runs ? &outer : &inner, var(T, j0), var(T, ntj), r1_0,
+             kb_len, h0, hlast, hn, st);
+    for (int d = 0; runs && d < B.rank; d++)
+      if (B.hcoef[d])
+        poff = add(T, poff, mul(T, mul(T, i64(T, B.hcoef[d]),
+                                       sub(T, var(T, pt), B.hcoef[d] > 0 ? h0 : hlast)),
+                                var(T, st[d])));
+    poff = named(T, &per_pt, poff);
+  } else {
+    vec_push(c->arena, vdst, pack(T, P, &inner, var(T, j0), var(T, ntj), klen, r1_0, kb_len));
+  }
+  /* i tiles outside, j tiles inside: the i tile's W rows stay in L1 while
+   * the panels of P stream from L2 (measured faster than the other order
+   * for matrix products); a box, small and read at shifted offsets, is read
+   * once per j tile with the i tiles inside */
+  IRStmt *kernel = tile_kernel(T, P, Ap, aoff, &inner, i0, jj0, jt, klen, len, kb, off, poff);
+  IRStmt *tiles = boxed ? loop(T, jt, i64(T, 0), var(T, ntj), FOR_SERIAL,
+                               loop(T, it, ci0, cn, FOR_SERIAL, kernel))
+                        : loop(T, it, ci0, cn, FOR_SERIAL,
+                               loop(T, jt, i64(T, 0), var(T, ntj), FOR_SERIAL, kernel));
+  vec_push(c->arena, &per_pt, tiles);
+  IRExpr *p0 = runs ? h0 : mul(T, var(T, pbi), pb);
+  IRExpr *pn = runs ? hn : min_(T, pb, sub(T, npts, p0));
+  vec_push(c->arena, &chunk, loop(T, pt, p0, pn, FOR_SERIAL, block(T, per_pt.data, per_pt.len)));
+  vec_push(c->arena, &blk, loop(T, ch, i64(T, 0), nch, FOR_SERIAL, block(T, chunk.data, chunk.len)));
   vec_push(c->arena, &top, loop(T, kb, i64(T, 0), nkb, FOR_SERIAL, block(T, blk.data, blk.len)));
   IRStmt *body = alloc(T, Ap, apsize, block(T, top.data, top.len));
   if (boxed)
@@ -853,10 +971,11 @@ void tile_func(Ctx *c, IRFunc *f, int vector_bytes) {
   for (int i = 0; i < f->body->n; i++) {
     IRStmt *s = items[i] = f->body->stmts[i];
     Con k;
-    if (s->kind != S_FOR || !match(s, &k))
+    if (s->kind != S_FOR || s->var->user || !match(s, &k))
       continue;
     int lanes = vector_bytes / dtype_info[k.t].size;
-    Tile T = {c, f, &k, 2 * (lanes > 1 ? lanes : 1), s->loc};
+    /* 2*MR accumulators, two vectors of V and a broadcast in registers */
+    Tile T = {c, f, &k, vector_bytes >= 64 ? MR32 : MR, 2 * (lanes > 1 ? lanes : 1), s->loc};
     items[i] = build(&T);
     changed = true;
   }

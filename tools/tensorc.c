@@ -62,7 +62,7 @@ static const struct {
 };
 
 typedef enum { OPT_ENTRY, OPT_IN, OPT_OUT, OPT_BENCH, OPT_TARGET, OPT_THREADS, OPT_SHAPE,
-               OPT_VERBOSE, OPT_HELP, OPT_CONST, OPT_WRT } OptId;
+               OPT_VERBOSE, OPT_HELP, OPT_CONST, OPT_WRT, OPT_SCHEDULE } OptId;
 
 static const struct {
   const char *name;  /* long form */
@@ -73,6 +73,7 @@ static const struct {
 } option_table[] = {
     {"--entry", "-e", OPT_ENTRY, 1, CMD_RUN | CMD_EMIT | CMD_EXPLAIN | CMD_PASSES | CMD_GRAD},
     {"--const", NULL, OPT_CONST, 1, CMD_ALL},
+    {"--schedule", NULL, OPT_SCHEDULE, 1, CMD_ALL},
     {"--wrt", NULL, OPT_WRT, 1, CMD_GRAD},
     {"--in", "-i", OPT_IN, 1, CMD_RUN},
     {"--out", "-o", OPT_OUT, 1, CMD_RUN},
@@ -101,6 +102,7 @@ typedef struct Options {
   Spec *ins, *outs, *shapes, *consts;
   int nins, nouts, nshapes, nconsts;
   const char *wrt; /* grad: comma-separated input names, or NULL */
+  const char *schedule; /* a file of schedule blocks read after FILE.tc, or NULL */
   int bench;      /* 0: no benchmark */
   tc_target target;
   int threads;    /* 0: default */
@@ -181,6 +183,8 @@ static void print_usage(FILE *f) {
         "                        else the core count)\n"
         "  --shape NAME=AxBxC    explain with this input shape ('scalar' for rank 0)\n"
         "  --const NAME=VALUE    compile with the scalar parameter NAME fixed to VALUE\n"
+        "  --schedule PATH       schedule blocks (docs/language.md, \"Schedules\") read as if\n"
+        "                        they followed FILE.tc (messages name both, lines count on)\n"
         "  --wrt NAME,...        grad: the inputs to differentiate (default: every\n"
         "                        floating-point input)\n"
         "  -v, --verbose         timings and the C compiler's command on stderr\n"
@@ -238,6 +242,11 @@ static int apply_option(Options *o, OptId id, const char *opt, const char *val) 
     return parse_spec(opt, val, &o->shapes[o->nshapes++]);
   case OPT_CONST:
     return parse_spec(opt, val, &o->consts[o->nconsts++]);
+  case OPT_SCHEDULE:
+    if (o->schedule)
+      return usage_error("--schedule given twice");
+    o->schedule = val;
+    return 0;
   case OPT_WRT:
     if (o->wrt)
       return usage_error("--wrt given twice");
@@ -936,6 +945,25 @@ static int run_command(Options *o) {
   char *src = read_source(o->file, &len);
   if (!src)
     return EXIT_USER;
+  char *both_name = NULL;
+  if (o->schedule) {
+    size_t slen;
+    char *sch = read_source(o->schedule, &slen);
+    char *both = sch ? realloc(src, len + slen + 2) : NULL;
+    both_name = both ? malloc(strlen(o->file) + strlen(o->schedule) + 4) : NULL;
+    if (!both_name) {
+      free(sch);
+      free(both ? both : src);
+      return sch ? user_error("out of memory") : EXIT_USER;
+    }
+    src = both;
+    src[len++] = '\n';
+    memcpy(src + len, sch, slen);
+    len += slen;
+    src[len] = '\0';
+    free(sch);
+    sprintf(both_name, "%s + %s", o->file, o->schedule);
+  }
   tc_context_options copt;
   tc_context_options_init(&copt);
   copt.num_threads = o->threads;
@@ -945,7 +973,7 @@ static int run_command(Options *o) {
   tc_context *ctx = NULL;
   tc_program *prog = NULL;
   tc_error err;
-  const char *name = strcmp(o->file, "-") ? o->file : "<stdin>";
+  const char *name = both_name ? both_name : strcmp(o->file, "-") ? o->file : "<stdin>";
   double t0 = now();
   tc_constant *consts = calloc((size_t)o->nconsts + 1, sizeof *consts);
   int rc = consts ? parse_consts(o, consts) : user_error("out of memory");
@@ -974,6 +1002,7 @@ static int run_command(Options *o) {
   tc_program_free(prog);
   tc_context_free(ctx);
   free(src);
+  free(both_name);
   return rc;
 }
 

@@ -25,8 +25,11 @@
  * — output shapes come from tc_infer_shapes, outputs are allocated compact
  * (torch.empty when an input was a torch tensor, else numpy.empty) or
  * checked by tc_run when passed with out=, and the kernel runs with the GIL
- * released.  run() returns NotImplemented when the call needs PyTorch's
- * dispatcher instead: an input that requires grad, or a tensor subclass
+ * released.  CUDA tensors run on their device, on PyTorch's current stream
+ * there (tc_run_ex), with outputs allocated on that device and numbers for
+ * scalar parameters made 0-d tensors there.  run() returns NotImplemented
+ * when the call needs PyTorch's dispatcher instead: an input that requires
+ * grad, or a tensor subclass
  * (fake tensors, functional tensors...).  The Python layer then goes through
  * the registered operator.
  */
@@ -146,6 +149,8 @@ typedef struct {
   /* bound by the Python layer; NULL when absent */
   PyTypeObject *torch_tensor;
   PyObject *torch_empty, *torch_cpu, *torch_grad_enabled;
+  PyObject *torch_full;       /* torch.full: numbers made 0-d tensors of a CUDA run */
+  PyObject *torch_stream;     /* device index -> the raw current CUDA stream (an int) */
   PyObject *torch_dtypes[TC_NUM_DTYPES];
   PyObject *np_empty;
   PyObject *np_dtypes[TC_NUM_DTYPES];
@@ -160,6 +165,8 @@ static void Context_dealloc(ContextObject *self) {
   Py_XDECREF(self->torch_empty);
   Py_XDECREF(self->torch_cpu);
   Py_XDECREF(self->torch_grad_enabled);
+  Py_XDECREF(self->torch_full);
+  Py_XDECREF(self->torch_stream);
   Py_XDECREF(self->np_empty);
   Py_XDECREF(self->empty_kwnames);
   for (int i = 0; i < TC_NUM_DTYPES; i++) {
@@ -212,11 +219,16 @@ static int bind_dtypes(PyObject **slots, PyObject *tuple) {
 }
 
 /* bind_torch(torch.Tensor, torch.empty, torch.device("cpu"),
- *            torch.is_grad_enabled, dtypes) */
+ *            torch.is_grad_enabled, dtypes, torch.full=None, stream=None);
+ * stream(device_index) -> the current CUDA stream of that device as an int
+ * (needed only for CUDA tensors). */
 static PyObject *Context_bind_torch(ContextObject *self, PyObject *args) {
-  PyObject *tensor, *empty, *cpu, *grad, *dtypes;
-  if (!PyArg_ParseTuple(args, "O!OOOO", &PyType_Type, &tensor, &empty, &cpu, &grad, &dtypes))
+  PyObject *tensor, *empty, *cpu, *grad, *dtypes, *full = Py_None, *stream = Py_None;
+  if (!PyArg_ParseTuple(args, "O!OOOO|OO", &PyType_Type, &tensor, &empty, &cpu, &grad, &dtypes,
+                        &full, &stream))
     return NULL;
+  Py_XSETREF(self->torch_full, full == Py_None ? NULL : Py_NewRef(full));
+  Py_XSETREF(self->torch_stream, stream == Py_None ? NULL : Py_NewRef(stream));
   if (bind_dtypes(self->torch_dtypes, dtypes))
     return NULL;
   Py_XSETREF(self->torch_tensor, (PyTypeObject *)Py_NewRef(tensor));
@@ -246,8 +258,9 @@ static PyObject *Context_stats(ContextObject *self, PyObject *unused) {
 
 static PyMethodDef Context_methods[] = {
     {"bind_torch", (PyCFunction)Context_bind_torch, METH_VARARGS,
-     "bind_torch(Tensor, empty, cpu_device, is_grad_enabled, dtypes): the torch objects "
-     "the call path uses"},
+     "bind_torch(Tensor, empty, cpu_device, is_grad_enabled, dtypes, full=None, "
+     "stream=None): the torch objects the call path uses (stream(i): device i's current "
+     "CUDA stream as an int)"},
     {"bind_numpy", (PyCFunction)Context_bind_numpy, METH_VARARGS,
      "bind_numpy(empty, dtypes): the numpy objects the call path uses"},
     {"stats", (PyCFunction)Context_stats, METH_NOARGS, "counters of compiles and kernel loads"},
@@ -275,6 +288,7 @@ typedef struct EntryInfo {
   int nin, nout;
   tc_param_info *in, *out; /* strings owned by the tc_program */
   int prepared;
+  uint32_t cuda_prepared; /* bit d: made ready for CUDA device d (d < 32) */
 } EntryInfo;
 
 typedef struct {
@@ -632,6 +646,37 @@ static int prepare_entry(ProgramObject *self, int i, tc_prepare_info *out) {
   return 0;
 }
 
+/* prepare_entry for CUDA device `device`: the cubin (NVRTC or the disk
+ * cache) and its module.  Devices past 31 are left to tc_run_ex. */
+static int prepare_entry_cuda(ProgramObject *self, int i, int device) {
+  EntryInfo *e = &self->entries[i];
+  if (device < 0 || device >= 32 || (e->cuda_prepared >> device & 1))
+    return 0;
+  tc_run_options o;
+  tc_run_options_init(&o);
+  o.target = TC_TARGET_CUDA;
+  o.device = device;
+  tc_prepare_info info;
+  tc_error err;
+  tc_status st;
+  Py_BEGIN_ALLOW_THREADS
+  st = tc_prepare_ex(self->prog, i, &o, &info, &err);
+  Py_END_ALLOW_THREADS
+  if (st != TC_OK) {
+    raise_tc(&err);
+    return -1;
+  }
+  e->cuda_prepared |= 1u << device;
+  self->ctx->prepares++;
+  if (info.source == 0)
+    self->ctx->kernels_compiled++;
+  else if (info.source == 2)
+    self->ctx->kernels_loaded++;
+  else
+    self->ctx->kernels_reused++;
+  return 0;
+}
+
 /* prepare(entry) -> (how, seconds, path); how: "compiled", "memory", "disk" */
 static PyObject *Program_prepare(ProgramObject *self, PyObject *arg) {
   int i = get_entry(self, arg);
@@ -744,6 +789,7 @@ typedef struct Arg {
   ArgKind kind;
   Py_buffer view;      /* ARG_BUFFER */
   void *managed;       /* ARG_DLPACK(_V): the consumed managed tensor */
+  PyObject *owned;     /* a tensor made for this call (a number on a CUDA device) */
   union {
     uint8_t u8;
     uint16_t u16;
@@ -774,6 +820,7 @@ static void arg_release(Arg *a) {
   default:
     break;
   }
+  Py_CLEAR(a->owned);
   a->kind = ARG_NONE;
 }
 
@@ -818,8 +865,30 @@ static int find_dtype(PyObject *const *table, PyObject *dt) {
   return -1;
 }
 
-static PyObject *s_requires_grad, *s_is_cpu, *s_dtype, *s_shape, *s_stride, *s_data_ptr,
-    *s_device, *s_dlpack, *s_dlpack_device;
+static PyObject *s_requires_grad, *s_is_cpu, *s_is_cuda, *s_get_device, *s_dtype, *s_shape,
+    *s_stride, *s_data_ptr, *s_device, *s_dlpack, *s_dlpack_device;
+
+/* The CUDA device index of a torch tensor that is not on the CPU: 0 and
+ * *idx set, 1 on another device (meta...), -1 error. */
+static int torch_cuda_index(PyObject *o, int *idx) {
+  PyObject *cuda = PyObject_GetAttr(o, s_is_cuda);
+  if (!cuda)
+    return -1;
+  Py_DECREF(cuda);
+  if (cuda != Py_True)
+    return 1;
+  PyObject *args[2] = {NULL, o};
+  PyObject *i = PyObject_VectorcallMethod(s_get_device, args + 1,
+                                          1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+  if (!i)
+    return -1;
+  long v = PyLong_AsLong(i);
+  Py_DECREF(i);
+  if (v == -1 && PyErr_Occurred())
+    return -1;
+  *idx = (int)v;
+  return 0;
+}
 
 /* A torch.Tensor: returns 0 bound, 1 "needs the dispatcher", -1 error. */
 static int bind_torch(ContextObject *ctx, const Site *site, PyObject *o, Arg *a,
@@ -842,21 +911,26 @@ static int bind_torch(ContextObject *ctx, const Site *site, PyObject *o, Arg *a,
   if (!cpu)
     return -1;
   Py_DECREF(cpu);
-  if (cpu != Py_True && check_grad)
-    return 1; /* meta tensors take the fake kernel; CUDA ones get the error there */
+  DLDevice device = {kDLCPU, 0};
   if (cpu != Py_True) {
-    PyObject *dev = PyObject_GetAttr(o, s_device);
-    PyObject *ds = dev ? PyObject_Str(dev) : NULL;
-    Py_XDECREF(dev);
-    const char *d = ds ? PyUnicode_AsUTF8(ds) : NULL;
-    if (d && !strncmp(d, "cuda", 4))
-      site_error(site, TC_ERR_UNSUPPORTED,
-                 "is on device %s: CUDA tensors are not supported by this build yet", d);
-    else if (d)
-      site_error(site, TC_ERR_UNSUPPORTED, "is on device %s: only CPU tensors are supported",
-                 d);
-    Py_XDECREF(ds);
-    return -1;
+    int idx = 0, rc = torch_cuda_index(o, &idx);
+    if (rc < 0)
+      return -1;
+    if (rc == 0) {
+      device = (DLDevice){kDLCUDA, idx};
+    } else if (check_grad) {
+      return 1; /* meta tensors take the fake kernel */
+    } else {
+      PyObject *dev = PyObject_GetAttr(o, s_device);
+      PyObject *ds = dev ? PyObject_Str(dev) : NULL;
+      Py_XDECREF(dev);
+      const char *d = ds ? PyUnicode_AsUTF8(ds) : NULL;
+      if (d)
+        site_error(site, TC_ERR_UNSUPPORTED,
+                   "is on device %s: only CPU tensors and CUDA tensors are supported", d);
+      Py_XDECREF(ds);
+      return -1;
+    }
   }
   PyObject *dt = PyObject_GetAttr(o, s_dtype);
   if (!dt)
@@ -911,7 +985,7 @@ static int bind_torch(ContextObject *ctx, const Site *site, PyObject *o, Arg *a,
     return -1;
   a->kind = ARG_TORCH;
   a->dl.data = data;
-  a->dl.device = (DLDevice){kDLCPU, 0};
+  a->dl.device = device;
   a->dl.ndim = (int32_t)rank;
   a->dl.dtype = tc_dtype_to_dl((tc_dtype)t);
   a->dl.shape = a->shape;
@@ -1017,7 +1091,8 @@ static int bind_dlpack(const Site *site, PyObject *o, Arg *a) {
     return -1;
   if (type == kDLCUDA || type == kDLCUDAManaged) {
     site_error(site, TC_ERR_UNSUPPORTED, "%s",
-               "is a CUDA array: CUDA tensors are not supported by this build yet");
+               "is a CUDA array from DLPack: pass CUDA data as torch tensors "
+               "(torch.from_dlpack)");
     return -1;
   }
   if (type != kDLCPU && type != kDLCUDAHost) {
@@ -1224,8 +1299,8 @@ static int bind_arg(ContextObject *ctx, const Site *site, PyObject *o, Arg *a,
 #define SMALL_ARGS 12
 
 /* A new compact output of `shape`: torch.empty or numpy.empty. */
-static PyObject *new_output(ContextObject *ctx, bool torch, const Site *site,
-                            const tc_shape *shape, Arg *a) {
+static PyObject *new_output(ContextObject *ctx, bool torch, PyObject *device, DLDevice dl_dev,
+                            const Site *site, const tc_shape *shape, Arg *a) {
   tc_dtype t = site->param->dtype;
   PyObject *dims = shape_tuple(shape);
   if (!dims)
@@ -1235,7 +1310,7 @@ static PyObject *new_output(ContextObject *ctx, bool torch, const Site *site,
     raise_msg(TC_ERR_UNSUPPORTED, "%s: output %s is %s, which this torch lacks", site->entry,
               site->param->name, tc_dtype_name(t));
   } else if (torch) {
-    PyObject *args[4] = {NULL, dims, ctx->torch_dtypes[t], ctx->torch_cpu};
+    PyObject *args[4] = {NULL, dims, ctx->torch_dtypes[t], device ? device : ctx->torch_cpu};
     res = PyObject_Vectorcall(ctx->torch_empty, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
                               ctx->empty_kwnames);
   } else if (!ctx->np_dtypes[t]) {
@@ -1269,7 +1344,7 @@ static PyObject *new_output(ContextObject *ctx, bool torch, const Site *site,
     a->strides[k] = st;
     st *= shape->dims[k] ? shape->dims[k] : 1;
   }
-  a->dl.device = (DLDevice){kDLCPU, 0};
+  a->dl.device = torch ? dl_dev : (DLDevice){kDLCPU, 0};
   a->dl.ndim = shape->rank;
   a->dl.dtype = tc_dtype_to_dl(t);
   a->dl.shape = a->shape;
@@ -1352,8 +1427,67 @@ static double now_seconds(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* The CUDA device of a run: that of its first CUDA tensor among a[0..n),
+ * or -1 (a CPU run). */
+static int run_device(const Arg *a, int n) {
+  for (int i = 0; i < n; i++)
+    if (a[i].kind != ARG_NONE && a[i].dl.device.device_type == kDLCUDA)
+      return a[i].dl.device.device_id;
+  return -1;
+}
+
+/* A number given for a rank-0 input of a CUDA run becomes a 0-d tensor on
+ * the run's device (torch.full, queued on the current stream): the kernels
+ * read every parameter from device memory. */
+static int number_to_device(ContextObject *ctx, const Site *site, PyObject *num,
+                            PyObject *device, Arg *a) {
+  tc_dtype t = site->param->dtype;
+  if (!ctx->torch_full || !ctx->torch_dtypes[t]) {
+    site_error(site, TC_ERR_UNSUPPORTED, "is a number and the tensors are on a CUDA device, "
+               "but this torch cannot make a %s tensor there", tc_dtype_name(t));
+    return -1;
+  }
+  PyObject *shape = PyTuple_New(0);
+  if (!shape)
+    return -1;
+  PyObject *argv[5] = {NULL, shape, num, ctx->torch_dtypes[t], device};
+  PyObject *tensor = PyObject_Vectorcall(ctx->torch_full, argv + 1,
+                                         2 | PY_VECTORCALL_ARGUMENTS_OFFSET, ctx->empty_kwnames);
+  Py_DECREF(shape);
+  if (!tensor)
+    return -1;
+  arg_release(a);
+  if (bind_torch(ctx, site, tensor, a, false)) {
+    Py_DECREF(tensor);
+    return -1;
+  }
+  a->owned = tensor;
+  return 0;
+}
+
+/* The current CUDA stream of `device` in PyTorch (NULL: none bound, the
+ * legacy default stream).  Returns 0, or -1 with an exception set. */
+static int current_stream(ContextObject *ctx, int device, void **stream) {
+  *stream = NULL;
+  if (!ctx->torch_stream)
+    return 0;
+  PyObject *i = PyLong_FromLong(device);
+  PyObject *r = i ? PyObject_CallOneArg(ctx->torch_stream, i) : NULL;
+  Py_XDECREF(i);
+  if (!r)
+    return -1;
+  unsigned long long v = PyLong_AsUnsignedLongLong(r);
+  Py_DECREF(r);
+  if (v == (unsigned long long)-1 && PyErr_Occurred())
+    return -1;
+  *stream = (void *)(uintptr_t)v;
+  return 0;
+}
+
 /* The call path: binds, allocates (out is None), runs.  With repeat > 0,
- * runs the kernel `repeat` times and returns their durations instead. */
+ * runs the kernel `repeat` times and returns their durations instead.
+ * CUDA tensors run on their device, on PyTorch's current stream there;
+ * outputs are allocated on that device. */
 static PyObject *call_entry(ProgramObject *self, int ei, PyObject *args, PyObject *out,
                             bool check_grad, int repeat) {
   EntryInfo *e = &self->entries[ei];
@@ -1362,8 +1496,6 @@ static PyObject *call_entry(ProgramObject *self, int ei, PyObject *args, PyObjec
   Py_ssize_t nargs = PyTuple_GET_SIZE(args);
   if (nargs != e->nin)
     return arity_error(name, e, nargs);
-  if (!e->prepared && prepare_entry(self, ei, NULL))
-    return NULL;
 
   int n = e->nin + e->nout;
   Arg small[SMALL_ARGS], *a = small;
@@ -1380,16 +1512,40 @@ static PyObject *call_entry(ProgramObject *self, int ei, PyObject *args, PyObjec
       return PyErr_NoMemory();
     }
   }
-  for (int i = 0; i < n; i++)
+  for (int i = 0; i < n; i++) {
     a[i].kind = ARG_NONE;
-  PyObject *result = NULL, *outs = NULL, *items = NULL;
+    a[i].owned = NULL;
+  }
+  PyObject *result = NULL, *outs = NULL, *items = NULL, *device = NULL;
   bool any_torch = false;
-  int rc = 0;
+  int rc = 0, dev = -1;
+  tc_run_options opts;
+  tc_run_options_init(&opts);
   for (int i = 0; i < e->nin && rc == 0; i++) {
     Site site = {name, &e->in[i], false};
     rc = bind_arg(ctx, &site, PyTuple_GET_ITEM(args, i), &a[i], check_grad);
     any_torch |= a[i].kind == ARG_TORCH;
     ptrs[i] = &a[i].dl;
+  }
+  if (rc)
+    goto done;
+  dev = run_device(a, e->nin);
+  if (dev >= 0) { /* a CUDA run: the device object of its first CUDA input */
+    for (int i = 0; i < e->nin && !device; i++)
+      if (a[i].kind == ARG_TORCH && a[i].dl.device.device_type == kDLCUDA)
+        device = PyObject_GetAttr(PyTuple_GET_ITEM(args, i), s_device);
+    rc = device ? 0 : -1;
+    for (int i = 0; i < e->nin && rc == 0; i++)
+      if (a[i].kind == ARG_SCALAR) {
+        Site site = {name, &e->in[i], false};
+        rc = number_to_device(ctx, &site, PyTuple_GET_ITEM(args, i), device, &a[i]);
+      }
+    if (rc == 0)
+      rc = current_stream(ctx, dev, &opts.stream);
+    if (rc == 0)
+      rc = prepare_entry_cuda(self, ei, dev);
+  } else if (!e->prepared) {
+    rc = prepare_entry(self, ei, NULL);
   }
   if (rc)
     goto done;
@@ -1428,7 +1584,9 @@ static PyObject *call_entry(ProgramObject *self, int ei, PyObject *args, PyObjec
     int made = 0;
     for (int j = 0; outs && j < e->nout; j++, made++) {
       Site site = {name, &e->out[j], true};
-      PyObject *o = new_output(ctx, torch, &site, &shapes[e->nin + j], &a[e->nin + j]);
+      PyObject *o = new_output(ctx, torch, device,
+                               (DLDevice){dev >= 0 ? kDLCUDA : kDLCPU, dev >= 0 ? dev : 0},
+                               &site, &shapes[e->nin + j], &a[e->nin + j]);
       if (!o)
         break;
       PyTuple_SET_ITEM(outs, j, o);
@@ -1443,7 +1601,7 @@ static PyObject *call_entry(ProgramObject *self, int ei, PyObject *args, PyObjec
     tc_error err;
     tc_status st;
     Py_BEGIN_ALLOW_THREADS
-    st = tc_run(self->prog, ei, ptrs, e->nin, ptrs + e->nin, e->nout, TC_TARGET_C, &err);
+    st = tc_run_ex(self->prog, ei, ptrs, e->nin, ptrs + e->nin, e->nout, &opts, &err);
     Py_END_ALLOW_THREADS
     if (st != TC_OK) {
       raise_tc(&err);
@@ -1459,7 +1617,7 @@ static PyObject *call_entry(ProgramObject *self, int ei, PyObject *args, PyObjec
       double t0, t1;
       Py_BEGIN_ALLOW_THREADS
       t0 = now_seconds();
-      st = tc_run(self->prog, ei, ptrs, e->nin, ptrs + e->nin, e->nout, TC_TARGET_C, &err);
+      st = tc_run_ex(self->prog, ei, ptrs, e->nin, ptrs + e->nin, e->nout, &opts, &err);
       t1 = now_seconds();
       Py_END_ALLOW_THREADS
       PyObject *d = st == TC_OK ? PyFloat_FromDouble(t1 - t0) : raise_tc(&err);
@@ -1481,6 +1639,7 @@ done:
     arg_release(&a[i]);
   Py_XDECREF(outs);
   Py_XDECREF(items);
+  Py_XDECREF(device);
   if (a != small) {
     PyMem_Free(a);
     PyMem_Free(ptrs);
@@ -1554,6 +1713,7 @@ static int intern(PyObject **slot, const char *s) {
 PyMODINIT_FUNC PyInit__C(void); /* the one exported symbol */
 PyMODINIT_FUNC PyInit__C(void) {
   if (intern(&s_requires_grad, "requires_grad") || intern(&s_is_cpu, "is_cpu") ||
+      intern(&s_is_cuda, "is_cuda") || intern(&s_get_device, "get_device") ||
       intern(&s_dtype, "dtype") || intern(&s_shape, "shape") || intern(&s_stride, "stride") ||
       intern(&s_data_ptr, "data_ptr") || intern(&s_device, "device") ||
       intern(&s_dlpack, "__dlpack__") || intern(&s_dlpack_device, "__dlpack_device__"))

@@ -60,8 +60,18 @@ def _bind(ctx):
                                        for n in _C.DTYPES))
     if torch is not None:
         ctx.bind_torch(torch.Tensor, torch.empty, torch.device("cpu"), torch.is_grad_enabled,
-                       tuple(getattr(torch, n, None) for n in _C.DTYPES))
+                       tuple(getattr(torch, n, None) for n in _C.DTYPES), torch.full,
+                       _current_stream)
     return ctx
+
+
+def _current_stream(device):
+    """PyTorch's current CUDA stream on `device` (an index), as an int: CUDA
+    runs are queued on it."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:
+        return raw(device)
+    return torch.cuda.current_stream(device).cuda_stream
 
 
 def context():
@@ -284,32 +294,37 @@ def _spec_for(op, key):
     return spec
 
 
-def _op_name_impl(op, key):
-    """The name of the torch operator of op's _Spec for `key`, compiled and
-    registered on first use.  Under torch.compile this runs at trace time
-    (assume_constant_result: its result, a str, is a constant of the graph),
-    so traced code never sees the objects it creates."""
-    return _spec_for(op, key).torch.name
+def _traced_namers(op):
+    """Two functions of op for its calls under torch.compile, which run at
+    trace time (assume_constant_result: their results, strs, are constants
+    of the graph, so traced code never sees the objects they create):
 
+      op_name(key)          the name of the torch operator of op's _Spec for
+                            constants `key`, compiled and registered on
+                            first use;
+      grad_name(key, need)  registers the backward operator for inputs
+                            `need` of that _Spec: a compiled graph loaded
+                            from PyTorch's caches names it without running
+                            the backward formula that would register it.
 
-_op_name = _assume_constant(_op_name_impl)
+    op is in their closure, not an argument: their arguments are tuples of
+    constants only, which every torch version's Dynamo converts."""
+    def op_name(key):
+        return _spec_for(op, key).torch.name
 
+    def grad_name(key, need):
+        bw, _ = _spec_for(op, key).gradient(need)
+        return bw.torch.name
 
-def _grad_name_impl(op, key, need):
-    """Registers the backward operator for inputs `need` of op's _Spec for
-    `key` at trace time: a compiled graph loaded from PyTorch's caches names
-    it without running the backward formula that would register it."""
-    bw, _ = _spec_for(op, key).gradient(need)
-    return bw.torch.name
-
-
-_grad_name = _assume_constant(_grad_name_impl)
+    return _assume_constant(op_name), _assume_constant(grad_name)
 
 
 def call_op(opov, name, inputs, outputs, ins, out):
     """Calls a torch operator (an OpOverload) from the Python API: numbers and
-    arrays become tensors; out= is filled by copies."""
-    args = tuple(_as_tensor(name, p, x) for p, x in zip(inputs, ins))
+    arrays become tensors (numbers on the device of the tensor inputs); out=
+    is filled by copies."""
+    device = next((x.device for x in ins if isinstance(x, torch.Tensor)), None)
+    args = tuple(_as_tensor(name, p, x, device) for p, x in zip(inputs, ins))
     res = opov(*args)
     if out is None:
         return res
@@ -326,6 +341,9 @@ def call_op(opov, name, inputs, outputs, ins, out):
         if o.dtype != r.dtype:
             raise _arg_error(f"{name}: output {p.name} has dtype "
                          f"{str(o.dtype).replace('torch.', '')}, expected {p.dtype}")
+        if o.device != r.device:
+            raise _arg_error(f"{name}: output {p.name} is on {o.device}, expected {r.device} "
+                             f"(the inputs' device)")
         if o.dim() != r.dim():
             raise _arg_error(f"{name}: output {p.name} has rank {o.dim()}, expected {r.dim()}")
         for k in range(r.dim()):
@@ -337,7 +355,7 @@ def call_op(opov, name, inputs, outputs, ins, out):
     return out
 
 
-def _as_tensor(name, p, x):
+def _as_tensor(name, p, x, device=None):
     if isinstance(x, torch.Tensor):
         return x
     if _is_number(x):
@@ -346,7 +364,7 @@ def _as_tensor(name, p, x):
                          f"{type(x).__name__}")
         if not p.is_float and isinstance(x, float):
             raise _arg_error(f"{name}: {p.name} is {p.dtype}; got a float")
-        return torch.tensor(x, dtype=getattr(torch, p.dtype))
+        return torch.tensor(x, dtype=getattr(torch, p.dtype), device=device)
     if np is not None and isinstance(x, np.ndarray):
         return torch.from_numpy(x)
     if hasattr(x, "__dlpack__"):
@@ -400,6 +418,7 @@ class Op:
         self.__name__ = self.name = base.name
         self.__qualname__ = base.name
         self.__doc__ = f"tensorc op {self.signature}"
+        self._op_name, self._grad_name = _traced_namers(self)
 
     @property
     def signature(self):
@@ -439,7 +458,7 @@ class Op:
 
     def _call_traced(self, key, args, named, out):
         """The call under torch.compile: only the operator, found by name."""
-        name = _op_name(self, key)
+        name = self._op_name(key)
         fixed = {c[0] for c in key}
         inputs = tuple(p for p in self._base.inputs if p.name not in fixed)
         ins = _arrange(self.name, inputs, args, named)
@@ -447,7 +466,7 @@ class Op:
             need = tuple(p.is_float and isinstance(x, torch.Tensor) and x.requires_grad
                          for p, x in zip(inputs, ins))
             if any(need):
-                _grad_name(self, key, need)
+                self._grad_name(key, need)
         opov = getattr(torch.ops.tensorc, name).default
         return call_op(opov, self.name, inputs, self._base.outputs, ins, out)
 
@@ -497,7 +516,7 @@ class Op:
     def torch_op(self):
         """The registered operator (an OpOverload, torch.ops.tensorc.<name>)."""
         if torch is not None and _compiling():
-            return getattr(torch.ops.tensorc, _op_name(self, ())).default
+            return getattr(torch.ops.tensorc, self._op_name(())).default
         return self._spec().torch.op
 
     def prepare(self):
@@ -539,9 +558,11 @@ class Definition:
     but checks with its integer scalars set (to 1) is deferred: calls must
     give those as keyword constants.  Anything else raises its error now."""
 
-    def __init__(self, source, filename="<tensorc>", backward=None, context=None):
+    def __init__(self, source, filename="<tensorc>", backward=None, context=None,
+                 schedule=None):
         if not isinstance(source, str):
             raise TypeError(f"define: the source must be a str, got {type(source).__name__}")
+        source = _with_schedule(source, schedule)
         self.source = source
         self.filename = filename
         ctx = context or _default_context()
@@ -702,6 +723,24 @@ def _split_defs(source):
     return defs
 
 
+def _with_schedule(source, schedule):
+    """The source with a schedule (docs/language.md, "Schedules") after it:
+    `schedule NAME { ... }` blocks as they are, or bare directive chains
+    (`O.split(y, yo, yi, 64).parallel(yo)`) for the source's only def."""
+    if schedule is None:
+        return source
+    if not isinstance(schedule, str):
+        raise TypeError(f"define: schedule must be a str, got {type(schedule).__name__}")
+    text = re.sub(r"#[^\n]*", "", schedule)
+    if not re.match(r"\s*schedule\s+\w+\s*\{", text) and text.strip():
+        defs = _split_defs(source)
+        if len(defs) != 1:
+            raise ValueError("define: directive chains as schedule= need a source of one def; "
+                             "write `schedule NAME { ... }` blocks for several")
+        schedule = f"schedule {defs[0][0]} {{\n{schedule}\n}}"
+    return source.rstrip("\n") + "\n" + schedule + "\n"
+
+
 def _keep_only(source, spans):
     """The source with everything outside `spans` blanked, newlines kept, so
     that lines and columns in messages stay those of the source."""
@@ -746,14 +785,14 @@ def _check_backward(program, spec, bw):
                              f"(expected d_<input>)")
 
 
-def _from_function(fn, backward=None, context=None):
+def _from_function(fn, backward=None, context=None, schedule=None):
     """@tensorc.define on a function whose docstring is the TC source: the Op
     named like the function (or the source's only def)."""
     import inspect
     src = inspect.getdoc(fn)
     if not src:
         raise ValueError(f"@tensorc.define: {fn.__name__} has no docstring with a TC source")
-    defn = Definition(src, f"<{fn.__qualname__}>", backward, context)
+    defn = Definition(src, f"<{fn.__qualname__}>", backward, context, schedule)
     if fn.__name__ in defn.names:
         return defn[fn.__name__]
     if len(defn) == 1:
@@ -762,7 +801,7 @@ def _from_function(fn, backward=None, context=None):
                      f"{', '.join(defn.names)}, none called {fn.__name__}")
 
 
-def define(source=None, *, filename="<tensorc>", backward=None, context=None):
+def define(source=None, *, filename="<tensorc>", backward=None, context=None, schedule=None):
     """Parses and checks a TC source now; returns a Definition with one Op
     per def.  Raises tensorc.Error (a ValueError; .line, .col, .source_line)
     on a malformed program.
@@ -773,10 +812,14 @@ def define(source=None, *, filename="<tensorc>", backward=None, context=None):
     d_<input> for inputs of its choice (TC's convention).  Without it,
     backward definitions are derived from the program.
 
+    schedule: the CPU schedule, as the text of `schedule NAME { ... }` blocks
+    or, for a source of one def, its directive chains (docs/language.md,
+    "Schedules"); it is checked with the source.
+
     Also a decorator: @tensorc.define on a function whose docstring holds the
     source gives the Op named like the function."""
     if callable(source):
-        return _from_function(source, backward, context)
+        return _from_function(source, backward, context, schedule)
     if source is None:
-        return lambda fn: _from_function(fn, backward, context)
-    return Definition(source, filename, backward, context)
+        return lambda fn: _from_function(fn, backward, context, schedule)
+    return Definition(source, filename, backward, context, schedule)

@@ -179,6 +179,11 @@ class Registered:
             if a.dtype != dt:
                 raise _api._arg_error(f"{s.name}: {p.name} has dtype "
                                   f"{str(a.dtype).replace('torch.', '')}, expected {p.dtype}")
+        for p, a in zip(s.inputs[1:], args[1:]):
+            if a.device != args[0].device:
+                raise _api._arg_error(f"{s.name}: {p.name} is on {a.device} but "
+                                      f"{s.inputs[0].name} is on {args[0].device} (the "
+                                      f"tensors of a run must be on one device)")
         shapes = [a.shape for a in args]
         for i, k, kind, what in self.binds:
             n = shapes[i][k]

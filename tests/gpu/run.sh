@@ -10,7 +10,8 @@
 #   4. the PyTorch tests on CUDA tensors (tests/gpu/test_torch_cuda.py, through
 #      libtensorc's C API and DLPack structs: cuda:0, cuda:1 when there is one,
 #      PyTorch's current stream, views, errors), and the Python package's CUDA
-#      tests when it has them (TENSORC_TEST_CUDA=1);
+#      tests on CUDA (tests/python/test_torch_cuda.py: every program through
+#      the package, gradcheck, opcheck, torch.compile);
 #   5. the benchmark (bench/gpu_bench.py) with what time is left.
 #
 # Usage:  OUT=/some/dir bash tests/gpu/run.sh [--no-bench] [--budget SECONDS]
@@ -93,11 +94,14 @@ step programs_cuda 300 "$BUILD/tests/run_programs" --target cuda tests/programs/
 if "$PYTHON" -c 'import torch, pytest; assert torch.cuda.is_available()' >/dev/null 2>&1; then
   export TENSORC_LIB="$ABS_BUILD/libtensorc.so"
   step pytest_gpu 150 "$PYTHON" -m pytest -q -x tests/gpu || FAILED=1
-  if { [ -d python/tests ] || ls tests/python/test_torch*.py >/dev/null 2>&1; } &&
-     PYTHONPATH="$PWD/python" "$PYTHON" -c 'import tensorc' >/dev/null 2>&1; then
-    step pytest_package_cuda 150 env PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" \
-      TENSORC_TEST_CUDA=1 "$PYTHON" -m pytest -q \
-      $(ls -d python/tests tests/python/test_torch*.py 2>/dev/null) || FAILED=1
+  # the Python package (its extension built in place) on CUDA tensors
+  if step python_ext 180 "$PYTHON" setup.py -q build_ext --inplace \
+       --build-temp "$ABS_BUILD/python"; then
+    step pytest_package_cuda "${PACKAGE_CAP:-300}" \
+      env PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}" TENSORC_BIN="$ABS_BUILD/tensorc" \
+      "$PYTHON" -m pytest -q -p no:cacheprovider tests/python/test_torch_cuda.py || FAILED=1
+  else
+    FAILED=1
   fi
 else
   echo "SKIP  pytest_gpu (no torch with CUDA, or no pytest)" | tee -a "$SUMMARY"

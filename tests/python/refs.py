@@ -816,6 +816,45 @@ def _(X):
     return F(s.max(axis=1)), F(s.min(axis=1))
 
 
+# ---- split_reduce.tc: reductions in chains, divisions by a reciprocal ----
+
+@ref("split_reduce.tc:rows")
+def _(X):
+    x = d(X)
+    return (F(x.sum(axis=1)), F(reduce_or(np.max, x, 1, -np.inf)),
+            F(reduce_or(np.min, x, 1, np.inf)), F(np.prod(x, axis=1)),
+            F((x * x - x).sum(axis=1)))
+
+
+@ref("split_reduce.tc:nan_rows")
+def _(X):
+    with np.errstate(invalid="ignore"):
+        s = np.sqrt(d(X))
+    return F(s.max(axis=1)), F(s.min(axis=1)), F(s.sum(axis=1))
+
+
+@ref("split_reduce.tc:per_row_divisor")
+def _(X, V):
+    # float32 arithmetic, as the program's: denormal and huge divisors round there
+    x, v = X.astype(f32), V.astype(f32)[:, None]
+    tiny, huge = f32(1e-39), f32(3e38)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        return (x / v, x / (v * tiny), (x * tiny) / (v * tiny), x / (v * huge),
+                F(d(X).sum(axis=1) / X.shape[1]))
+
+
+@ref("split_reduce.tc:zero_divisor")
+def _(X, V):
+    x, v = X.astype(f32), V.astype(f32)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return x / (v - v)
+
+
+@ref("split_reduce.tc:per_row_divisor64")
+def _(X, V):
+    return d(X) / d(V)[:, None]
+
+
 # ---- integers and types ----
 
 @ref("intdiv.tc:divmod_i32")
@@ -1568,3 +1607,130 @@ def _(I, Wt):
     N, G = I.shape[:2]
     outs = [conv2d(d(I)[:, g], d(Wt)[g], stride=(2, 2)) for g in range(G)]
     return F(np.stack(outs, axis=1))
+
+
+@ref("tiling.tc:conv_rows")
+def _(I, Wt):
+    P = np.pad(d(I), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    return F(conv2d(P, Wt))
+
+
+@ref("tiling.tc:conv_rows_flip_s2")
+def _(I, Wt):
+    # O reads row H-h-kh: row h+kh-1 of the input flipped along H, padded by 1
+    flipped = np.pad(d(I)[:, :, ::-1], ((0, 0), (0, 0), (1, 1), (1, 1)))
+    # P reads row 2h+kh-1: stride 2 over the padded input
+    padded = np.pad(d(I), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    return F(conv2d(flipped, Wt)), F(conv2d(padded, Wt, stride=(2, 1)))
+
+
+# ---- schedules (the results do not depend on the schedule) ----
+
+@ref("schedule_loops.tc:split2d")
+def _(A):
+    return F(d(A) * 2.0 + 1.0)
+
+
+@ref("schedule_loops.tc:tiled")
+def _(A):
+    return F(d(A) - d(A)[:, :1])
+
+
+@ref("schedule_loops.tc:vec_unroll")
+def _(A):
+    return F(np.exp(d(A)) + d(A))
+
+
+@ref("schedule_loops.tc:inverted")
+def _(A):
+    n = min(A.shape)
+    a = d(A)[:n, :n]
+    return F(a.T * a)
+
+
+@ref("schedule_loops.tc:rowsum")
+def _(A):
+    return F((d(A) ** 2).sum(axis=1))
+
+
+@ref("schedule_loops.tc:matmul_ikj")
+def _(A, B):
+    return F(d(A) @ d(B))
+
+
+@ref("schedule_loops.tc:int_minmax")
+def _(A):
+    mx = py(A).max(axis=1)
+    return wrap(mx, np.int32), wrap(py(A).sum(axis=1) + mx, np.int32)
+
+
+@ref("schedule_loops.tc:total")
+def _(A):
+    return np.asarray(A.sum(), dtype=np.float64)
+
+
+@ref("schedule_loops.tc:split_twice")
+def _(A):
+    return F(d(A) + d(A)[:, ::-1, :])
+
+
+@ref("schedule_loops.tc:offsets")
+def _(A):
+    a = d(A)
+    M, N = a.shape
+    O = np.zeros((M, N))
+    O[1:, 2:] = a[:-1, 2:] + a[1:, :N - 2]
+    return F(O), F(a[:, 1:N - 1].sum(axis=1))
+
+
+@ref("schedule_loops.tc:fused")
+def _(A):
+    a = d(A)
+    return F(a * 3.0 - a[:, :1, :]), F(a.sum(axis=2))
+
+
+@ref("schedule_compute.tc:blur")
+def _(I):
+    i = d(I)
+    T = (i[:, :-2] + i[:, 1:-1] + i[:, 2:]) / 3.0
+    return F((T[:-2] + T[1:-1] + T[2:]) / 3.0)
+
+
+@ref("schedule_compute.tc:blur_inner")
+def _(I):
+    i = d(I)
+    T = i[:, :-1] * i[:, 1:]
+    return F(T[:-2] + T[1:-1] + T[2:])
+
+
+@ref("schedule_compute.tc:softmax")
+def _(X):
+    e = np.exp(d(X) - d(X).max(axis=1, keepdims=True))
+    return F(e / e.sum(axis=1, keepdims=True))
+
+
+@ref("schedule_compute.tc:chain")
+def _(A):
+    a = d(A)
+    return F((a * 3.0 + a) * (a * 3.0))
+
+
+@ref("schedule_compute.tc:gathered")
+def _(A, Idx):
+    return F((d(A)[Idx] + 1.0) * 2.0)
+
+
+@ref("schedule_compute.tc:offset_producer")
+def _(I):
+    i = d(I)
+    H, W = i.shape
+    O = np.zeros((H, W))
+    T = 2.0 * i[:-1]
+    O[1:] = T - T[:, np.maximum(np.arange(W) - 1, 0)]
+    return F(O)
+
+
+@ref("schedule_compute.tc:stack3")
+def _(A):
+    t = d(A) * d(A)
+    return F(t + t[:, ::-1, :])

@@ -174,8 +174,8 @@ class CudaArray:
 
 
 def test_cuda_is_a_clear_error(mm):
-    with pytest.raises(tensorc.Error, match="matmul: A is a CUDA array: CUDA tensors are not "
-                                            "supported by this build yet"):
+    with pytest.raises(tensorc.Error, match=r"matmul: A is a CUDA array from DLPack: pass CUDA "
+                                            r"data as torch tensors \(torch.from_dlpack\)"):
         mm(CudaArray(), torch.randn(2, 2))
 
 

@@ -1,13 +1,17 @@
 /* test_cache.c — the JIT and the kernel cache on hand-written kernels:
  * build, memory hit, disk hit from a new Cache, corrupt and truncated
  * entries detected and rebuilt, processes racing on one key, threads racing
- * on one key, an unusable cache directory, compiler errors. */
+ * on one key, an unusable cache directory, compiler errors; and a generated
+ * kernel, which includes no system header, compiled with undeclared
+ * functions as errors. */
 #include "tc.h"
 #include "unit.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -521,7 +525,7 @@ TEST(verbose_prints_the_command) {
   text[n > 0 ? n : 0] = '\0';
   CHECK(strstr(text, "tensorc: ") == text);
   CHECK(strstr(text, " -std=c11 -O3 -march=native -fwrapv -fno-math-errno -ffp-contract=off "
-                     "-fPIC -shared -o ") != NULL);
+                     "-fPIC -shared -nostdlib -o ") != NULL);
   CHECK(strstr(text, " -lm\n") != NULL);
   close(fd);
   unlink(log);
@@ -543,6 +547,64 @@ TEST(identity) {
   free(i1);
   free(i2);
   free(i3);
+}
+
+/* Generated kernels include no system header but <features.h> (parsing
+ * <math.h> and <stdint.h> cost a small kernel's compiler about 10 ms), so
+ * emit_c declares what they use: every math builtin on float and double,
+ * the helpers' floor/fabs/memcpy, aligned_alloc/free of a tiled matmul's
+ * panels.  Compiled here with an undeclared or misdeclared function as an
+ * error, then loaded (the JIT links -nostdlib). */
+static void strict_build(const char *tc) {
+  tc_context *ctx = NULL;
+  tc_context_options o;
+  tc_context_options_init(&o);
+  o.disk_cache = 0;
+  tc_error err;
+  CHECK_INT(tc_context_new(&o, &ctx, &err), TC_OK);
+  tc_program *p = NULL;
+  CHECK_INT(tc_compile(ctx, "strict.tc", tc, strlen(tc), &p, &err), TC_OK);
+  char *c = NULL;
+  CHECK_INT(p ? tc_emit(p, 0, TC_TARGET_C, &c, &err) : TC_ERR_ARGUMENT, TC_OK);
+  for (const char *q = c ? c : ""; (q = strstr(q, "#include")); q++)
+    CHECK(!strncmp(q, "#include <features.h>\n", 22));
+  JitConfig cfg = config();
+  cfg.extra_cflags = "-Werror=implicit-function-declaration -Werror=builtin-declaration-mismatch "
+                     "-Werror=implicit-int";
+  char *dir = fresh_dir(), so[PATH_MAX];
+  snprintf(so, sizeof so, "%s/k.so", dir ? dir : "/tmp");
+  tc_status st = c ? jit_build(&cfg, c, strlen(c), so, &err) : TC_ERR_INTERNAL;
+  if (st)
+    fprintf(stderr, "%s\n", err.message);
+  CHECK_INT(st, TC_OK);
+  void *h = st ? NULL : dlopen(so, RTLD_NOW | RTLD_LOCAL);
+  CHECK(h && dlsym(h, "tc_kernel"));
+  if (h)
+    dlclose(h);
+  unlink(so);
+  if (dir)
+    rmdir(dir);
+  free(dir);
+  free(c);
+  tc_program_free(p);
+  tc_context_free(ctx);
+}
+
+TEST(kernel_source_declares_what_it_uses) {
+  for (int d = 0; d < 2; d++) {
+    Buf b = {0};
+    buf_printf(&b, "def f(%s(N) X, int64(N) I) -> (A, J) {\n  A(i) = X(i) %% 2.5", d ? "double" : "float");
+    for (int bi = 0; bi < NUM_BUILTINS; bi++) {
+      buf_printf(&b, " + %s(X(i)", builtin_info[bi].name);
+      for (int k = 1; k < builtin_info[bi].arity; k++)
+        buf_puts(&b, ", X(i)");
+      buf_puts(&b, ")");
+    }
+    buf_puts(&b, "\n  J(i) = I(i) / 3 + I(i) % 5\n}\n");
+    strict_build(b.s);
+    buf_free(&b);
+  }
+  strict_build("def mm(float(M,K) A, float(K,N) B) -> (C) {\n  C(m,n) +=! A(m,k) * B(k,n)\n}\n");
 }
 
 RUN_TESTS()

@@ -242,10 +242,10 @@ static int count_str(const char *s, const char *w) {
   return n;
 }
 
-/* The text of kernel tc_k<k>. */
+/* The text of kernel tc_k<k>: its body, tc_body<k>, which the entry
+ * points tc_k<k> (64-bit subscripts) and tc_k<k>n (32-bit) instantiate. */
 static char *kernel_text(Plan *P, int k) {
-  char name[32];
-  snprintf(name, sizeof name, "void __launch_bounds__");
+  const char *name = "__device__ __forceinline__ void tc_body";
   const char *p = P->source;
   for (int i = 0; i <= k && p; i++)
     if ((p = strstr(p, name)))
@@ -280,6 +280,31 @@ TEST(plan_softmax_is_one_row_kernel) {
     CHECK_INT(count_str(k0, "tc_bred_add_f32("), 1);
   }
   CHECK(!P.plan->can_fail);
+  arena_free(&P.arena);
+}
+
+/* Every kernel has a wide entry point and a narrow one whose subscripts
+ * compute on 32 bits; row kernels synchronise through tc_bar (a warp's
+ * barrier when each warp has a row of its own). */
+TEST(kernels_have_narrow_variants) {
+  Plan P;
+  CHECK(plan_of(&P, softmax_src, "softmax"));
+  for (int k = 0; k < P.plan->nkernels; k++) {
+    char wide[96], narrow[96];
+    snprintf(wide, sizeof wide, " tc_k%d(const tc_args a) { tc_body%d<true>(a); }", k, k);
+    snprintf(narrow, sizeof narrow, " tc_k%dn(const tc_args a) { tc_body%d<false>(a); }", k, k);
+    CHECK(strstr(P.source, wide) != NULL);
+    CHECK(strstr(P.source, narrow) != NULL);
+  }
+  GpuStep *s = P.plan->steps;
+  if (s && s->kind == GS_IF && s->then) {
+    char *k0 = kernel_text(&P, s->then->kernel);
+    /* X(n,d) at n*s0 + d*s1: both variants, the narrow one on 32 bits */
+    CHECK(strstr(k0, "b_X[tc_w ? ") != NULL);
+    CHECK(strstr(k0, ": (tc_i64)((tc_i32)((tc_u32)((tc_i32)((tc_u32)x0_n * (tc_u32)b_X_s0))") !=
+          NULL);
+    CHECK(strstr(k0, "tc_bar();") != NULL && !strstr(k0, "__syncthreads"));
+  }
   arena_free(&P.arena);
 }
 

@@ -442,15 +442,67 @@ TEST(schedule_vectorizes_reductions) {
   CHECK(prog_open(&P, "def rs(float(N,D) X) -> (s) { s(n) +=! X(n,d) }\n", "rs", true));
   const char *ir = ir_after(&P, "schedule");
   CHECK(count(ir, "for x0_n in [0, z_N) parallel") == 1);
-  CHECK(count(ir, "for x0_d in [0, z_D) vectorized") == 1);
+  /* four chains over the quarters of the row, the rest after them */
+  CHECK(count(ir, "int64 q1 = z_D / 4") == 1);
+  CHECK(count(ir, "for x0_d_j in [0, q1) vectorized") == 1);
+  CHECK(count(ir, "acc0_3 = acc0_3 + b_X[x0_n, x0_d_j + 3 * q1]") == 1);
+  CHECK(count(ir, "for x0_d in [4 * q1, ") == 1);
+  CHECK(count(ir, "acc0 = acc0 + acc0_1 + (acc0_2 + acc0_3)") == 1);
+  CHECK(count(ir, "vectorized") == 1);
   if (P.source)
-    CHECK(strstr(P.source, "#pragma omp simd reduction(+:acc0)") != NULL);
+    CHECK(strstr(P.source, "#pragma omp simd reduction(+:acc0) reduction(+:acc0_1) "
+                           "reduction(+:acc0_2) reduction(+:acc0_3)") != NULL);
   prog_close(&P);
   CHECK(prog_open(&P, softmax_src, "softmax", true));
   if (P.source) {
     CHECK(strstr(P.source, "#pragma omp declare reduction(tcr_max_f32 : float :") != NULL);
     CHECK(strstr(P.source, "reduction(tcr_max_f32:acc0)") != NULL);
   }
+  prog_close(&P);
+}
+
+/* Only float reductions are split; integer ones stay one loop. */
+TEST(schedule_keeps_int_reductions) {
+  Prog P;
+  CHECK(prog_open(&P, "def ri(int32(N,D) X) -> (s) { s(n) +=! X(n,d) }\n", "ri", false));
+  const char *ir = ir_after(&P, "schedule");
+  CHECK(count(ir, "for x0_d in [0, z_D) vectorized") == 1);
+  CHECK(count(ir, "_j in") == 0);
+  prog_close(&P);
+}
+
+/* A division by what a vector loop does not change is a multiplication by
+ * its reciprocal, computed once, when the divisor's reciprocal is normal;
+ * the loop as written runs otherwise.  A constant divisor needs no test. */
+TEST(schedule_reciprocal_divisors) {
+  Prog P;
+  CHECK(prog_open(&P, "def nd(float(N,D) X, float(N) s) -> (O) { O(n,d) = X(n,d) / s(n) }\n",
+                  "nd", false));
+  const char *ir = ir_after(&P, "schedule");
+  CHECK(count(ir, "= 1.0f / h") == 1);
+  CHECK(count(ir, "b_X[x0_n, x0_d] * r") == 1);
+  CHECK(count(ir, "b_X[x0_n, x0_d] / h") == 1);
+  CHECK(count(ir, ">= 1.1754944e-38f") == 1);
+  CHECK(count(ir, "vectorized") == 2);
+  prog_close(&P);
+  CHECK(prog_open(&P, "def nd(double(N,D) X, double(N) s) -> (O) { O(n,d) = X(n,d) / s(n) }\n",
+                  "nd", false));
+  ir = ir_after(&P, "schedule");
+  CHECK(count(ir, "b_X[x0_n, x0_d] * r") == 1);
+  CHECK(count(ir, ">= 2.2250738585072014e-308") == 1); /* float64's bounds */
+  CHECK(count(ir, "<= 4.49423283715579e+307") == 1);
+  prog_close(&P);
+  CHECK(prog_open(&P, "def nc(float(N) X) -> (O) { O(i) = X(i) / 3.0 }\n", "nc", false));
+  ir = ir_after(&P, "schedule");
+  CHECK(count(ir, "= 1.0f / 3.0f") == 1);
+  CHECK(count(ir, "b_O[x0_i] = b_X[x0_i] * r") == 1);
+  CHECK(count(ir, "if ") == 1); /* the loop runs at all; no divisor test */
+  prog_close(&P);
+  /* the loop's own values are divided as written */
+  CHECK(prog_open(&P, "def nv(float(N) X, float(N) Y) -> (O) { O(i) = X(i) / Y(i) }\n", "nv",
+                  false));
+  ir = ir_after(&P, "schedule");
+  CHECK(count(ir, "b_X[x0_i] / b_Y[x0_i]") == 1);
   prog_close(&P);
 }
 
