@@ -74,6 +74,8 @@ typedef enum {
   H_FMOD, /* floored float remainder */
   H_MIN,  /* min; NaN-propagating on floats */
   H_MAX,
+  H_FMIN, /* C's fmin/fmax (a NaN operand loses) as a select, which vectorizes */
+  H_FMAX,
   H_SAT,  /* saturating float -> integer */
   H_F16,  /* float16 <-> float */
   H_BF16, /* bfloat16 <-> float */
@@ -186,6 +188,16 @@ static void helper_minmax(Buf *b, tc_dtype t, bool is_min) {
   else
     buf_printf(b, "static inline %s tc_%s_%s(%s x, %s y) { return x %s y ? x : y; }\n", ty, name,
                s, ty, ty, cmp);
+}
+
+/* fmin/fmax as C99 defines them (a NaN operand loses to a number), written
+ * as glibc's generic version is: a compare and a select, which the
+ * vectorizer turns into a masked move where a call to libm's fmaxf would
+ * keep the loop scalar. */
+static void helper_fminmax(Buf *b, tc_dtype t, bool is_min) {
+  const char *ty = vtype(t);
+  buf_printf(b, "static inline %s tc_f%s_%s(%s x, %s y) { return (x %s y || y != y) ? x : y; }\n",
+             ty, is_min ? "min" : "max", suffix(t), ty, ty, is_min ? "<=" : ">=");
 }
 
 /* Saturating conversion from double: truncates toward zero, NaN gives 0. */
@@ -306,6 +318,10 @@ static void emit_helpers(Emit *E, Buf *b) {
       helper_minmax(b, (tc_dtype)t, true);
     if (E->need[H_MAX][t])
       helper_minmax(b, (tc_dtype)t, false);
+    if (E->need[H_FMIN][t])
+      helper_fminmax(b, (tc_dtype)t, true);
+    if (E->need[H_FMAX][t])
+      helper_fminmax(b, (tc_dtype)t, false);
     if (E->need[H_SAT][t])
       helper_sat(b, (tc_dtype)t);
   }
@@ -567,6 +583,16 @@ static void emit_bin(Emit *E, Buf *b, const IRExpr *e) {
 static void emit_call(Emit *E, Buf *b, const IRExpr *e) {
   IASSERT(E->c, (unsigned)e->builtin < NUM_BUILTINS);
   const char *f = e->type == TC_FLOAT64 ? "" : "f";
+  if (e->builtin == BI_fmax || e->builtin == BI_fmin) {
+    bool is_min = e->builtin == BI_fmin;
+    use(E, is_min ? H_FMIN : H_FMAX, e->type);
+    buf_printf(b, "tc_f%s_%s(", is_min ? "min" : "max", suffix(e->type));
+    emit_bare(E, b, e->args[0]);
+    buf_puts(b, ", ");
+    emit_bare(E, b, e->args[1]);
+    buf_puts(b, ")");
+    return;
+  }
   E->calls[e->builtin][e->type == TC_FLOAT64] = true;
   if (e->builtin == BI_rsqrt) {
     buf_printf(b, "(%s / sqrt%s(", e->type == TC_FLOAT64 ? "1.0" : "1.0f", f);
