@@ -677,17 +677,6 @@ static bool covers_all(Grad *G, const Stmt *s) {
   return true;
 }
 
-static bool reads_tensor(const Expr *e, const Tensor *t) {
-  if (!e)
-    return false;
-  if (e->kind == EX_ACCESS && e->tensor == t)
-    return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (reads_tensor(e->args[i], t))
-      return true;
-  return reads_tensor(e->a, t) || reads_tensor(e->b, t) || reads_tensor(e->c, t);
-}
-
 static void build_versions(Grad *G) {
   Def *d = G->d;
   Ctx *c = G->c;
@@ -726,7 +715,7 @@ static void build_versions(Grad *G) {
   for (int i = 0; i < G->vers.len; i++) {
     Version *v = G->vers.data[i];
     for (int k = v->stmt + 1; k < d->nstmts && !v->read_later; k++)
-      v->read_later = reads_tensor(G->fs[k].rhs, v->t);
+      v->read_later = expr_reads_tensor(G->fs[k].rhs, v->t);
   }
 }
 

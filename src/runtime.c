@@ -199,6 +199,7 @@ typedef struct Kernel {
   bool ready;
   Arena arena;         /* the IRFunc: its FailSites format run-time errors */
   IRFunc *fn;
+  bool *used;          /* [nbufs]: the kernel reads or writes the buffer */
   tc_kernel_fn run;
   int source;          /* 0 compiled, 1 memory cache, 2 disk cache */
   char path[512];
@@ -955,6 +956,7 @@ typedef struct LowerJob {
   Buf *dump;   /* IR after each pass, or NULL */
   Buf *source; /* generated C (CUDA C with `cuda`), or NULL */
   IRFunc *fn;
+  bool *used;  /* C target: [nbufs], the buffers the kernel touches */
   bool cuda;   /* the CUDA pass list and emitter */
   GpuPlan *plan;
 } LowerJob;
@@ -962,6 +964,10 @@ typedef struct LowerJob {
 static void lower_step(Ctx *c, void *st) {
   LowerJob *j = st;
   j->fn = j->cuda ? pipeline_run_gpu(c, j->def, j->dump) : pipeline_run(c, j->def, j->dump);
+  if (!j->cuda) {
+    j->used = arena_alloc(c->arena, (size_t)j->fn->nbufs + 1);
+    mark_stmt(j->fn->body, j->used);
+  }
   if (j->source && j->cuda)
     j->plan = emitcuda_func(c, j->fn, j->source);
   else if (j->source)
@@ -1017,6 +1023,7 @@ static tc_status prepare_locked(tc_program *p, int entry, tc_error *err) {
   }
   k->arena = a;
   k->fn = j.fn;
+  k->used = j.used;
   k->ready = true;
   return TC_OK;
 }
@@ -1112,6 +1119,7 @@ static tc_status run_kernel(tc_program *p, int entry, Run *r, tc_error *err) {
   pthread_mutex_lock(&k->mu);
   tc_status st = prepare_locked(p, entry, err);
   IRFunc *fn = k->fn;
+  const bool *used = k->used;
   tc_kernel_fn kernel = k->run;
   pthread_mutex_unlock(&k->mu);
   if (st)
@@ -1124,17 +1132,13 @@ static tc_status run_kernel(tc_program *p, int entry, Run *r, tc_error *err) {
   }
   void **data = calloc((size_t)d->ntensors + 1, sizeof *data);
   int64_t *dims = calloc(2 * (size_t)fn->ndims + 1, sizeof *dims);
-  bool *used = calloc((size_t)d->ntensors + 1, sizeof *used);
-  if (!data || !dims || !used) {
+  if (!data || !dims) {
     free(data);
     free(dims);
-    free(used);
     error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
     return TC_ERR_NOMEM;
   }
-  mark_stmt(fn->body, used);
   st = alloc_temps(r->b.def, r, used, err);
-  free(used);
   if (st) {
     free(data);
     free(dims);

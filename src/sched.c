@@ -437,25 +437,14 @@ static void replay(Sch *S, Stage *st, IRStmt **orig) {
 
 /* ---- checking ---- */
 
-static bool reads_tensor(const Expr *e, const Tensor *t) {
-  if (!e)
-    return false;
-  if (e->kind == EX_ACCESS && e->tensor == t)
-    return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (reads_tensor(e->args[i], t))
-      return true;
-  return reads_tensor(e->a, t) || reads_tensor(e->b, t) || reads_tensor(e->c, t);
-}
-
 static bool stmt_reads(const Stmt *s, const Tensor *t) {
-  if (reads_tensor(s->rhs, t))
+  if (expr_reads_tensor(s->rhs, t))
     return true;
   for (int i = 0; i < s->nexists; i++)
-    if (reads_tensor(s->exists[i], t))
+    if (expr_reads_tensor(s->exists[i], t))
       return true;
   for (int i = 0; i < s->nwheres; i++)
-    if (reads_tensor(s->wheres[i].e, t))
+    if (expr_reads_tensor(s->wheres[i].e, t))
       return true;
   return false;
 }

@@ -854,6 +854,17 @@ void sema_program_ex(Ctx *c, Program *p, const tc_constant *consts, int nconsts)
                   "of that name", k.v[i].name);
 }
 
+bool expr_reads_tensor(const Expr *e, const Tensor *t) {
+  if (!e)
+    return false;
+  if (e->kind == EX_ACCESS && e->tensor == t)
+    return true;
+  for (int i = 0; i < e->nargs; i++)
+    if (expr_reads_tensor(e->args[i], t))
+      return true;
+  return expr_reads_tensor(e->a, t) || expr_reads_tensor(e->b, t) || expr_reads_tensor(e->c, t);
+}
+
 Def *sema_find_def(Program *p, const char *name) {
   for (int i = 0; p && i < p->ndefs; i++)
     if (!strcmp(p->defs[i]->name, name))

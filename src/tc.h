@@ -475,6 +475,8 @@ void sema_program(Ctx *c, Program *p);
 void sema_program_ex(Ctx *c, Program *p, const tc_constant *consts, int nconsts);
 /* Returns the def with that name, or NULL. */
 Def *sema_find_def(Program *p, const char *name);
+/* Whether e (a checked expression, or NULL) reads tensor t anywhere. */
+bool expr_reads_tensor(const Expr *e, const Tensor *t);
 
 /* ================================================================
  * infer.c
