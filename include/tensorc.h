@@ -261,6 +261,9 @@ typedef struct tc_prepare_info {
   double seconds;      /* time spent in tc_prepare */
   int source;          /* 0 compiled now, 1 memory cache, 2 disk cache */
   char path[512];      /* the shared object */
+  int lowered;         /* 1: the entry was lowered and its C emitted in this call;
+                          0: ready already, or found by its program-level cache key
+                          (source text, entry, constants, compiler, tensorc) */
 } tc_prepare_info;
 
 /* Generates, compiles (or loads from the cache) the kernel of `entry`.

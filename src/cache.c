@@ -72,6 +72,17 @@ struct Entry {
   char *path;        /* the shared object it came from (for messages) */
 };
 
+/* A program's first-level key, its kernel's key and its metadata. */
+typedef struct Alias Alias;
+struct Alias {
+  Alias *next;
+  Key key, kernel;
+  unsigned char *meta;
+  size_t n;
+};
+
+#define ALIAS_BUCKETS 256
+
 struct Cache {
   char *dir;         /* NULL: no disk cache */
   bool writable;     /* dir exists and is writable */
@@ -82,6 +93,7 @@ struct Cache {
   size_t nbuckets, count;
   uint64_t counter;  /* private file names */
   bool swept;        /* stale temp files of dead writers removed */
+  Alias *aliases[ALIAS_BUCKETS]; /* programs: first-level key -> kernel key */
 };
 
 /* ---- hashing: MurmurHash3_x64_128 (Austin Appleby, public domain) ---- */
@@ -226,6 +238,13 @@ void cache_free(Cache *k) {
         dlclose(e->handle);
       free(e->path);
       free(e);
+    }
+  }
+  for (size_t i = 0; i < ALIAS_BUCKETS; i++) {
+    for (Alias *a = k->aliases[i], *next; a; a = next) {
+      next = a->next;
+      free(a->meta);
+      free(a);
     }
   }
   if (k->priv)
@@ -466,22 +485,30 @@ static void *build(Cache *k, const JitConfig *cfg, Key key, const char *entry,
   return h;
 }
 
-tc_status cache_get(Cache *k, const JitConfig *cfg, const char *identity,
-                    const char *source, size_t len, tc_kernel_fn *fn, int *how,
-                    char *path, size_t pathlen, tc_error *user_err) {
-  tc_error local, *err = user_err ? user_err : &local;
-  error_clear(err);
+/* Hashes identity, a NUL, then `len` bytes of data; {0, 0} on OOM. */
+static Key text_key(const char *identity, const void *data, size_t len, uint64_t seed) {
   size_t ilen = strlen(identity);
   unsigned char *text = malloc(ilen + 1 + len);
-  if (!text) {
-    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
-    return TC_ERR_NOMEM;
-  }
-  memcpy(text, identity, ilen + 1); /* the NUL separates identity and source */
-  memcpy(text + ilen + 1, source, len);
-  Key key = murmur3_128(text, ilen + 1 + len, 0x74656e736f7263ull);
+  if (!text)
+    return (Key){{0, 0}};
+  memcpy(text, identity, ilen + 1); /* the NUL separates identity and data */
+  if (len)
+    memcpy(text + ilen + 1, data, len);
+  Key key = murmur3_128(text, ilen + 1 + len, seed);
   free(text);
+  return key;
+}
 
+static Key kernel_key(const char *identity, const char *source, size_t len) {
+  return text_key(identity, source, len, 0x74656e736f7263ull);
+}
+
+/* Finds the kernel `key`: memory, disk, then (with a source) the compiler.
+ * Without a source a miss is TC_OK with *fn NULL. */
+static tc_status obtain(Cache *k, const JitConfig *cfg, Key key, const char *source,
+                        size_t len, tc_kernel_fn *fn, int *how, char *path, size_t pathlen,
+                        tc_error *err) {
+  *fn = NULL;
   pthread_mutex_lock(&k->mu);
   Entry **pe;
   while (*(pe = find(k, key)) && !(*pe)->ready)
@@ -516,7 +543,7 @@ tc_status cache_get(Cache *k, const JitConfig *cfg, const char *identity,
   void *h = on_disk ? disk_lookup(k, key, entry, &f) : NULL;
   if (h) {
     snprintf(where, sizeof where, "%s", entry);
-  } else {
+  } else if (source) {
     got = 0;
     h = build(k, cfg, key, on_disk ? entry : NULL, source, len, &f, where, sizeof where, err);
   }
@@ -537,13 +564,26 @@ tc_status cache_get(Cache *k, const JitConfig *cfg, const char *identity,
   pthread_cond_broadcast(&k->built);
   pthread_mutex_unlock(&k->mu);
   if (!h)
-    return err->code ? err->code : TC_ERR_INTERNAL;
+    return source ? (err->code ? err->code : TC_ERR_INTERNAL) : TC_OK;
   *fn = f;
   if (how)
     *how = got;
   if (path && pathlen)
     snprintf(path, pathlen, "%s", where);
   return TC_OK;
+}
+
+tc_status cache_get(Cache *k, const JitConfig *cfg, const char *identity,
+                    const char *source, size_t len, tc_kernel_fn *fn, int *how,
+                    char *path, size_t pathlen, tc_error *user_err) {
+  tc_error local, *err = user_err ? user_err : &local;
+  error_clear(err);
+  Key key = kernel_key(identity, source, len);
+  if (!key.h[0] && !key.h[1]) {
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    return TC_ERR_NOMEM;
+  }
+  return obtain(k, cfg, key, source ? source : "", len, fn, how, path, pathlen, err);
 }
 
 /* ---- blobs: other compiled artifacts (CUDA cubins) ----
@@ -558,31 +598,19 @@ static bool blob_path(Cache *k, Key key, const char *ext, char *out, size_t cap)
 }
 
 static Key blob_key(const char *identity, const char *source, size_t len) {
-  size_t ilen = strlen(identity);
-  unsigned char *text = malloc(ilen + 1 + len);
-  if (!text)
-    return (Key){{0, 0}};
-  memcpy(text, identity, ilen + 1);
-  memcpy(text + ilen + 1, source, len);
-  Key key = murmur3_128(text, ilen + 1 + len, 0x74656e736f7262ull);
-  free(text);
-  return key;
+  return text_key(identity, source, len, 0x74656e736f7262ull);
 }
 
-bool cache_blob_load(Cache *k, const char *identity, const char *source, size_t len,
-                     const char *ext, unsigned char **out, size_t *n) {
-  *out = NULL;
-  *n = 0;
-  char path[PATH_MAX];
-  Key key = blob_key(identity, source, len);
-  if ((!key.h[0] && !key.h[1]) || !blob_path(k, key, ext, path, sizeof path))
-    return false;
+/* Reads and verifies the entry `path` of `key` under `magic`: the payload
+ * (malloc'ed, its trailer still after it) in *out.  A bad entry is removed. */
+static bool read_entry(const char *path, Key key, const char *magic, unsigned char **out,
+                       size_t *n) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return false;
   size_t size = 0;
   unsigned char *p = read_file(fd, &size);
-  bool ok = p && verify(p, size, key, "TCB1");
+  bool ok = p && verify(p, size, key, magic);
   if (!ok) { /* corrupt or truncated: removed unless replaced meanwhile */
     struct stat a, b;
     if (!fstat(fd, &a) && !stat(path, &b) && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
@@ -596,6 +624,17 @@ bool cache_blob_load(Cache *k, const char *identity, const char *source, size_t 
   return ok;
 }
 
+bool cache_blob_load(Cache *k, const char *identity, const char *source, size_t len,
+                     const char *ext, unsigned char **out, size_t *n) {
+  *out = NULL;
+  *n = 0;
+  char path[PATH_MAX];
+  Key key = blob_key(identity, source, len);
+  if ((!key.h[0] && !key.h[1]) || !blob_path(k, key, ext, path, sizeof path))
+    return false;
+  return read_entry(path, key, "TCB1", out, n);
+}
+
 void cache_blob_store(Cache *k, const char *identity, const char *source, size_t len,
                       const char *ext, const unsigned char *data, size_t n) {
   char path[PATH_MAX];
@@ -605,4 +644,124 @@ void cache_blob_store(Cache *k, const char *identity, const char *source, size_t
   pthread_mutex_unlock(&k->mu);
   if (writable && (key.h[0] || key.h[1]) && blob_path(k, key, ext, path, sizeof path))
     disk_store(k, key, path, data, n, "TCB1");
+}
+
+/* ---- programs: a first-level key to a kernel key and metadata ---- */
+
+static Key program_key(const char *identity, const void *text, size_t len) {
+  return text_key(identity, text, len, 0x74637072676d6bull);
+}
+
+static Alias **find_alias(Cache *k, Key key) {
+  Alias **pa = &k->aliases[key.h[0] % ALIAS_BUCKETS];
+  while (*pa && ((*pa)->key.h[0] != key.h[0] || (*pa)->key.h[1] != key.h[1]))
+    pa = &(*pa)->next;
+  return pa;
+}
+
+/* Records (or replaces) an alias in memory; false on OOM.  Under k->mu. */
+static bool remember(Cache *k, Key key, Key kernel, const unsigned char *meta, size_t n) {
+  unsigned char *copy = malloc(n ? n : 1);
+  if (!copy)
+    return false;
+  if (n)
+    memcpy(copy, meta, n);
+  Alias **pa = find_alias(k, key);
+  if (!*pa && !(*pa = calloc(1, sizeof **pa))) {
+    free(copy);
+    return false;
+  }
+  free((*pa)->meta);
+  (*pa)->key = key;
+  (*pa)->kernel = kernel;
+  (*pa)->meta = copy;
+  (*pa)->n = n;
+  return true;
+}
+
+static bool alias_path(Cache *k, Key key, char *out, size_t cap) {
+  char hex[33];
+  key_hex(key, hex);
+  return k->dir && snprintf(out, cap, "%s/%s.tcp", k->dir, hex) < (int)cap;
+}
+
+/* The alias from memory, else from disk (then remembered). */
+static bool lookup_alias(Cache *k, Key key, Key *kernel, unsigned char **meta, size_t *n,
+                         bool *from_disk) {
+  pthread_mutex_lock(&k->mu);
+  Alias *a = *find_alias(k, key);
+  bool found = false;
+  if (a && (*meta = malloc(a->n ? a->n : 1))) {
+    memcpy(*meta, a->meta, a->n);
+    *n = a->n;
+    *kernel = a->kernel;
+    found = true;
+  }
+  pthread_mutex_unlock(&k->mu);
+  *from_disk = false;
+  char path[PATH_MAX];
+  unsigned char *p = NULL;
+  size_t size = 0;
+  if (found || !alias_path(k, key, path, sizeof path) || !read_entry(path, key, "TCP1", &p, &size))
+    return found;
+  if (size < 16) {
+    free(p);
+    return false;
+  }
+  *kernel = (Key){{load64(p), load64(p + 8)}};
+  *n = size - 16;
+  memmove(p, p + 16, *n);
+  *meta = p;
+  *from_disk = true;
+  pthread_mutex_lock(&k->mu);
+  remember(k, key, *kernel, p, *n);
+  pthread_mutex_unlock(&k->mu);
+  return true;
+}
+
+bool cache_find_program(Cache *k, const char *identity, const void *text, size_t len,
+                        tc_kernel_fn *fn, unsigned char **meta, size_t *metalen, int *how,
+                        char *path, size_t pathlen) {
+  *fn = NULL;
+  *meta = NULL;
+  *metalen = 0;
+  Key key = program_key(identity, text, len), kernel;
+  bool from_disk;
+  if ((!key.h[0] && !key.h[1]) || !lookup_alias(k, key, &kernel, meta, metalen, &from_disk))
+    return false;
+  tc_error ignored;
+  int got = 0;
+  if (obtain(k, NULL, kernel, NULL, 0, fn, &got, path, pathlen, &ignored) != TC_OK || !*fn) {
+    free(*meta);
+    *meta = NULL;
+    *metalen = 0;
+    *fn = NULL;
+    return false;
+  }
+  if (how)
+    *how = from_disk ? 2 : got;
+  return true;
+}
+
+void cache_put_program(Cache *k, const char *identity, const void *text, size_t len,
+                       const char *kernel_identity, const char *source, size_t srclen,
+                       const unsigned char *meta, size_t metalen) {
+  Key key = program_key(identity, text, len);
+  Key kernel = kernel_key(kernel_identity, source, srclen);
+  if ((!key.h[0] && !key.h[1]) || (!kernel.h[0] && !kernel.h[1]) || metalen > MAX_ENTRY)
+    return;
+  pthread_mutex_lock(&k->mu);
+  remember(k, key, kernel, meta, metalen);
+  bool writable = k->writable;
+  pthread_mutex_unlock(&k->mu);
+  char path[PATH_MAX];
+  unsigned char *p = writable ? malloc(16 + metalen) : NULL;
+  if (p && alias_path(k, key, path, sizeof path)) {
+    store64(p, kernel.h[0]);
+    store64(p + 8, kernel.h[1]);
+    if (metalen)
+      memcpy(p + 16, meta, metalen);
+    disk_store(k, key, path, p, 16 + metalen, "TCP1");
+  }
+  free(p);
 }

@@ -1002,19 +1002,22 @@ static tc_status launch(Run *R, const GpuStep *s) {
     return TC_OK; /* nothing to do (a row kernel still writes empty rows' results) */
   unsigned gx = 1, gy = 1, gz = 1, bx = 1, by = 1, smem = 0;
   switch (s->gk) {
-  case GK_POINTWISE:
+  case GK_POINTWISE: {
+    int64_t rows = s->rows > 1 ? s->rows : 1; /* a stencil's rows per thread */
+    int64_t oy = (outer + rows - 1) / rows;
     while (bx < 256 && (int64_t)bx < inner)
       bx <<= 1;
     by = 256 / bx;
-    while (by > 1 && (int64_t)(by / 2) >= outer)
+    while (by > 1 && (int64_t)(by / 2) >= oy)
       by >>= 1;
     gx = cap_u((inner + bx - 1) / bx, 0x7fffffff);
-    gy = cap_u((outer + by - 1) / by, 65535);
+    gy = cap_u((oy + by - 1) / by, 65535);
     /* with plenty of blocks, each thread takes 4 iterations (more loads in
      * flight per thread, fewer blocks to schedule) */
-    if ((int64_t)gx * gy >= 64 * (int64_t)R->dv->sms && gx >= 4)
+    if (rows == 1 && (int64_t)gx * gy >= 64 * (int64_t)R->dv->sms && gx >= 4)
       gx = (gx + 3) / 4;
     break;
+  }
   case GK_ROWS: /* about 32 elements of a row per thread (measured best on an H100) */
     bx = (unsigned)s->threads;
     if (s->inner)

@@ -43,7 +43,10 @@
  * than parallel ones are plain `for`s: vectorized ones get `#pragma omp
  * simd` with a reduction clause per accumulator the body updates
  * (`acc = acc OP e`: the scheduler vouches that iterations are otherwise
- * independent), unrolled ones of constant extent `#pragma GCC unroll`; GPU
+ * independent), unrolled ones of constant extent `#pragma GCC unroll`,
+ * except that two unrolled N x N loops copying a block of a buffer into a
+ * local one transposed (tile.c's packing) call tc_tr<N>, an in-register
+ * transpose, where the source's stride is 1 at run time; GPU
  * loop kinds are not for this back end (an internal error).  S_ALLOC
  * declares a local buffer: a stack array up to STACK_BYTES, else aligned
  * heap memory, freed at the end of its scope and before every return; an
@@ -98,6 +101,7 @@ typedef struct Emit {
   int depth;   /* loops around the statement being emitted */
   BufList heap; /* heap local buffers live here (freed before a return) */
   bool stdlib; /* the code calls aligned_alloc/free */
+  bool transpose[2][5]; /* tc_tr<N>_<type> used: [float64][log2 N] */
 } Emit;
 
 /* What a function body uses, for its preamble. */
@@ -296,6 +300,48 @@ static void declare_reduction(Buf *b, tc_dtype t, bool is_min) {
              name, s, vtype(t), name, s, minmax_identity(t, is_min));
 }
 
+/* tc_tr<N>_<type>(d, ds, s, ss): d[b*ds + a] = s[a*ss + b] for a, b < N,
+ * an N x N block transposed in registers: N vector loads, log2(N) rounds
+ * of N two-input shuffles (each round swaps the off-diagonal blocks of
+ * size h in every 2h x 2h block), N vector stores.  The vector types are
+ * unaligned and may alias.  Not inlined: a call per N*N elements costs
+ * little, inlined copies a third of a tiled kernel's compile time. */
+static void helper_transpose(Buf *b, tc_dtype t, int n) {
+  const char *ty = t == TC_FLOAT64 ? "double" : "float", *it = t == TC_FLOAT64 ? "int64_t" : "int32_t";
+  int bytes = n * dtype_info[t].size, sz = dtype_info[t].size;
+  const char *sfx = t == TC_FLOAT64 ? "f64" : "f32";
+  buf_printf(b, "typedef %s tc_v%d%s __attribute__((vector_size(%d), aligned(%d), may_alias));\n", ty,
+             n, sfx, bytes, sz);
+  buf_printf(b, "#if defined(__clang__)\n#define TC_SHUF%d%s(x, y, ...) __builtin_shufflevector(x, y, __VA_ARGS__)\n",
+             n, sfx);
+  buf_printf(b, "#else\ntypedef %s tc_m%d%s __attribute__((vector_size(%d)));\n", it, n, sfx, bytes);
+  buf_printf(b, "#define TC_SHUF%d%s(x, y, ...) __builtin_shuffle(x, y, (tc_m%d%s){__VA_ARGS__})\n#endif\n",
+             n, sfx, n, sfx);
+  buf_printf(b, "static __attribute__((noinline)) void tc_tr%d_%s(%s *d, int64_t ds, const %s *s, "
+             "int64_t ss) {\n", n, sfx, ty, ty);
+  buf_printf(b, "  tc_v%d%s r[%d], x, y;\n", n, sfx, n);
+  for (int i = 0; i < n; i++)
+    buf_printf(b, "  r[%d] = *(const tc_v%d%s *)(s + %d * ss);\n", i, n, sfx, i);
+  for (int h = n / 2; h >= 1; h /= 2)
+    for (int i = 0; i < n; i++) {
+      if (i & h)
+        continue;
+      for (int hi = 0; hi < 2; hi++) {
+        if (!hi)
+          buf_printf(b, "  x = r[%d]; y = r[%d];\n", i, i + h);
+        buf_printf(b, "  r[%d] = TC_SHUF%d%s(x, y", hi ? i + h : i, n, sfx);
+        for (int k = 0; k < n; k++) {
+          int lo = k & h ? n + k - h : k, up = k & h ? n + k : k + h;
+          buf_printf(b, ", %d", hi ? up : lo);
+        }
+        buf_puts(b, ");\n");
+      }
+    }
+  for (int i = 0; i < n; i++)
+    buf_printf(b, "  *(tc_v%d%s *)(d + %d * ds) = r[%d];\n", n, sfx, i, i);
+  buf_puts(b, "}\n");
+}
+
 static void emit_helpers(Emit *E, Buf *b) {
   for (int t = 0; t < TC_NUM_DTYPES; t++)
     if (E->need[H_FMOD][t])
@@ -331,6 +377,10 @@ static void emit_helpers(Emit *E, Buf *b) {
     if (E->need[H_RMAX][t])
       declare_reduction(b, (tc_dtype)t, false);
   }
+  for (int d = 0; d < 2; d++)
+    for (int l = 0; l < 5; l++)
+      if (E->transpose[d][l])
+        helper_transpose(b, d ? TC_FLOAT64 : TC_FLOAT32, 1 << l);
   bool half = E->need[H_F16][TC_FLOAT32], bf = E->need[H_BF16][TC_FLOAT32];
   if (half || bf)
     buf_puts(b, round_odd_text);
@@ -852,6 +902,8 @@ static bool stmt_fails(const IRStmt *s, bool checks) {
 }
 
 static void emit_stmt(Emit *E, Buf *b, const IRStmt *s, int ind);
+static void emit_loop(Emit *E, Buf *b, const IRStmt *s, int ind);
+static void emit_store(Emit *E, Buf *b, const IRStmt *s, int ind);
 
 /* Leaves the function after a failure: frees the live heap buffers first. */
 static void emit_return(Emit *E, Buf *b, int ind) {
@@ -1243,8 +1295,178 @@ static void emit_simd_pragma(Emit *E, Buf *b, const IRStmt *s, int ind) {
   buf_free(&clauses);
 }
 
+/* ---- transposed block copies ----
+ * tile.c packs a transposed operand as N x N blocks:
+ *   for a < N unrolled: for b < N unrolled: L[s] = X[l]
+ * with L a local buffer, X another buffer of the same float type, s and l
+ * affine in a and b, s's coefficient of a 1 and of b a constant of at
+ * least N (rows that do not overlap), l's of b a stride that is 1 in the
+ * usual layout.  Such a nest becomes a call of tc_tr<N>, when l's
+ * coefficient of b is 1 at run time (else the loops). */
+typedef struct Transposed {
+  int n;                    /* N */
+  const IRStmt *store;
+  IRExpr *s0, *sb;          /* s at a = b = 0; s's coefficient of b */
+  IRExpr *l0, *la, *lb;     /* l at a = b = 0; its coefficients of a, b */
+} Transposed;
+
+typedef struct VarAt {
+  const IRVar *v;
+  int64_t k;
+} VarAt;
+
+static IRExpr *var_at(Ctx *c, void *st, IRExpr *e) {
+  VarAt *at = st;
+  if (e->kind == IR_VAR && e->var == at->v)
+    return ir_i64(c, at->k);
+  return ir_mutate_expr_children(c, e, var_at, st);
+}
+
+static IRExpr *at_value(Emit *E, IRExpr *e, const IRVar *v, int64_t k) {
+  VarAt at = {v, k};
+  return simplify_expr(E->c, var_at(E->c, &at, e));
+}
+
+/* The coefficient of v in the int64 expression e, or NULL when e is not
+ * affine in v. */
+static IRExpr *coef_of(Ctx *c, IRExpr *e, const IRVar *v) {
+  if (!uses_loop_var(e, v))
+    return ir_i64(c, 0);
+  if (e->kind == IR_VAR)
+    return ir_i64(c, 1);
+  if (e->type != TC_INT64)
+    return NULL;
+  IRExpr *a = e->a && (e->kind == IR_UN || e->kind == IR_BIN) ? coef_of(c, e->a, v) : NULL;
+  IRExpr *b = e->kind == IR_BIN ? coef_of(c, e->b, v) : NULL;
+  if (e->kind == IR_UN && e->op == OP_NEG && a)
+    return ir_sub(c, ir_i64(c, 0), a);
+  if (e->kind != IR_BIN || !a || !b)
+    return NULL;
+  if (e->op == OP_ADD)
+    return ir_add(c, a, b);
+  if (e->op == OP_SUB)
+    return ir_sub(c, a, b);
+  if (e->op == OP_MUL && !uses_loop_var(e->a, v))
+    return ir_mul(c, e->a, b);
+  if (e->op == OP_MUL && !uses_loop_var(e->b, v))
+    return ir_mul(c, a, e->b);
+  return NULL;
+}
+
+/* e's value at a = b = 0 and its coefficients of a and b, none of them
+ * using a or b. */
+static bool affine_ab(Emit *E, IRExpr *e, const IRVar *a, const IRVar *b, IRExpr **e0,
+                      IRExpr **ca, IRExpr **cb) {
+  *ca = coef_of(E->c, e, a);
+  *cb = coef_of(E->c, e, b);
+  if (!*ca || !*cb)
+    return false;
+  *ca = simplify_expr(E->c, *ca);
+  *cb = simplify_expr(E->c, *cb);
+  *e0 = at_value(E, at_value(E, e, a, 0), b, 0);
+  return !uses_loop_var(*ca, a) && !uses_loop_var(*ca, b) && !uses_loop_var(*cb, a) &&
+         !uses_loop_var(*cb, b);
+}
+
+static const IRStmt *only_stmt(const IRStmt *s) {
+  while (s && s->kind == S_BLOCK && s->n == 1)
+    s = s->stmts[0];
+  return s;
+}
+
+static bool unrolled_n(const IRStmt *s, int64_t n) {
+  int64_t lo, ext;
+  return s && s->kind == S_FOR && s->fkind == FOR_UNROLLED && ir_is_const(s->lo, &lo) && lo == 0 &&
+         ir_is_const(s->extent, &ext) && ext == n;
+}
+
+static bool transposed_copy(Emit *E, const IRStmt *s, Transposed *t) {
+  int64_t n, one;
+  if (s->kind != S_FOR || !ir_is_const(s->extent, &n))
+    return false;
+  const IRStmt *in = only_stmt(s->body);
+  if (!unrolled_n(s, n) || !unrolled_n(in, n))
+    return false;
+  const IRStmt *st = only_stmt(in->body);
+  if (!st || st->kind != S_STORE || !st->buf->local || st->nidx != 1)
+    return false;
+  const IRExpr *x = st->value;
+  tc_dtype ty = st->buf->dtype;
+  if ((ty != TC_FLOAT32 && ty != TC_FLOAT64) || x->kind != IR_LOAD || x->buf == st->buf ||
+      x->buf->dtype != ty || x->type != ty || x->nidx != 1)
+    return false;
+  int bytes = (int)n * dtype_info[ty].size;
+  if ((bytes != 32 && bytes != 64) || (n & (n - 1)))
+    return false;
+  const IRVar *a = s->var, *b = in->var;
+  IRExpr *sa;
+  if (!affine_ab(E, st->idx[0], a, b, &t->s0, &sa, &t->sb) ||
+      !affine_ab(E, x->idx[0], a, b, &t->l0, &t->la, &t->lb))
+    return false;
+  int64_t rows; /* the rows of the copy do not overlap (their order is the loops') */
+  if (!ir_is_const(sa, &one) || one != 1 || (ir_is_const(t->lb, &one) && one != 1) ||
+      !ir_is_const(t->sb, &rows) || rows < n)
+    return false;
+  t->n = (int)n;
+  t->store = st;
+  return true;
+}
+
+/* The call of tc_tr<N> for a transposed copy, under a test of the stride
+ * (unless it is the constant 1); the loops in the other branch. */
+static void emit_transposed(Emit *E, Buf *b, const IRStmt *s, const Transposed *t, int ind) {
+  tc_dtype ty = t->store->buf->dtype;
+  int l = 0;
+  while ((1 << l) < t->n)
+    l++;
+  E->transpose[ty == TC_FLOAT64][l] = true;
+  int64_t one;
+  bool test = !ir_is_const(t->lb, &one);
+  buf_indent(b, ind);
+  if (test) {
+    buf_puts(b, "if (");
+    emit_bare(E, b, t->lb);
+    buf_puts(b, " == 1) {\n");
+    buf_indent(b, ind + 1);
+  }
+  buf_printf(b, "tc_tr%d_%s(&%s[", t->n, ty == TC_FLOAT64 ? "f64" : "f32", t->store->buf->name);
+  emit_bare(E, b, t->s0);
+  buf_puts(b, "], ");
+  emit_bare(E, b, t->sb);
+  buf_printf(b, ", &%s[", t->store->value->buf->name);
+  emit_bare(E, b, t->l0);
+  buf_puts(b, "], ");
+  emit_bare(E, b, t->la);
+  buf_puts(b, ");\n");
+  if (!test)
+    return;
+  buf_indent(b, ind);
+  buf_puts(b, "} else {\n"); /* rolled: a rare case, kept small */
+  const IRStmt *in = only_stmt(s->body);
+  buf_indent(b, ind + 1);
+  buf_printf(b, "for (int64_t %s = 0; %s < %d; %s++)\n", s->var->name, s->var->name, t->n,
+             s->var->name);
+  buf_indent(b, ind + 2);
+  buf_printf(b, "for (int64_t %s = 0; %s < %d; %s++) {\n", in->var->name, in->var->name, t->n,
+             in->var->name);
+  emit_store(E, b, t->store, ind + 3);
+  buf_indent(b, ind + 2);
+  buf_puts(b, "}\n");
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
 static void emit_for(Emit *E, Buf *b, const IRStmt *s, int ind) {
   IASSERT(E->c, s->fkind != FOR_GPU_BLOCK && s->fkind != FOR_GPU_THREAD);
+  Transposed t;
+  if (s->fkind == FOR_UNROLLED && transposed_copy(E, s, &t)) {
+    emit_transposed(E, b, s, &t, ind);
+    return;
+  }
+  emit_loop(E, b, s, ind);
+}
+
+static void emit_loop(Emit *E, Buf *b, const IRStmt *s, int ind) {
   if (s->fkind == FOR_PARALLEL && !E->in_task) {
     emit_parallel(E, b, s, ind);
     return;

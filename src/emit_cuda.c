@@ -43,7 +43,13 @@
  *              (x: n tiles, y: m tiles, z: the other loops), 256 threads
  *              with 8x8 outputs each, k in steps of 8 through shared memory
  *              (the next step fetched into registers meanwhile), FMA
- *              accumulation, the epilogue statements per output.
+ *              accumulation, the epilogue statements per output.  A product
+ *              of two float16 (or bfloat16) loads summed in float32 runs
+ *              on the tensor cores instead (kernel_mma, its own comment).
+ *              A convolution hinted by schedule_gpu.c runs as an implicit
+ *              GEMM in the same launch shape (kernel_conv: output positions
+ *              x output channels x the collapsed window), with one of two
+ *              tiles chosen on the host by the number of output channels.
  *
  * A ROWS kernel whose thread loops read the same input row (at each loop's
  * variable) stages it: the first loop stores what it loads into dynamic
@@ -116,6 +122,12 @@ typedef struct Emit {
     const IRVar *cur;       /* the thread loop being emitted reads it at cur */
     bool first;             /* ... and is the one that stages it */
     bool staged;            /* an earlier loop staged it */
+    const IRStmt *vout;     /* a vector pass's store, emitted as a lane of tc_o */
+    /* restaging (find_restage): a value of the row that the last two
+     * readers both compute, written over the row by the first of them */
+    IRExpr *rpat;           /* the value, over `canon` */
+    const IRStmt *rprod, *rcons; /* the loop that writes it, the one that reads it */
+    bool rmatch;            /* occurrences of rpat are emitted as tc_ev */
   } st;
 } Emit;
 
@@ -186,7 +198,11 @@ static const char prelude[] =
     " * block (blockDim 32 x rows) works on a row of its own */\n"
     "__device__ __forceinline__ void tc_bar() {\n"
     "  if (blockDim.y == 1) __syncthreads(); else __syncwarp();\n"
-    "}\n";
+    "}\n"
+    "/* a row kernel's vector counter: 64-bit in the wide variant, 32-bit in the\n"
+    " * narrow one (its row lies in a buffer whose offsets fit in int32) */\n"
+    "template <bool W> struct tc_ix_of { typedef long long t; };\n"
+    "template <> struct tc_ix_of<false> { typedef int t; };\n";
 
 static void helper_divmod(Buf *b, tc_dtype t) {
   const char *ty = vtype(t), *s = suffix(t);
@@ -538,6 +554,15 @@ static bool staged_index(Emit *E, IRExpr *idx) {
   return ir_equal(var_sub(E->c, &v, idx), E->st.pat);
 }
 
+/* Whether e, in the thread loop being emitted, is the value restaged over
+ * the row (find_restage). */
+static bool is_restaged(Emit *E, const IRExpr *e) {
+  if (!E->st.cur || e->kind != E->st.rpat->kind || e->type != E->st.rpat->type)
+    return false;
+  VarSub v = {E->st.cur, ir_var(E->c, E->st.canon)};
+  return ir_equal(var_sub(E->c, &v, (IRExpr *)e), E->st.rpat);
+}
+
 /* Whether e is 64-bit + - * (or negation): what a narrow subscript computes
  * on 32 bits. */
 static bool is_narrowable(const IRExpr *e) {
@@ -623,6 +648,10 @@ static void emit_bare(Emit *E, Buf *b, const IRExpr *e) {
 }
 
 static void emit_expr(Emit *E, Buf *b, const IRExpr *e) {
+  if (E->st.rmatch && is_restaged(E, e)) { /* the row's restaged value */
+    buf_puts(b, "tc_ev");
+    return;
+  }
   if (E->narrow && !is_narrowable(e) && e->kind != IR_VAR && e->kind != IR_INT) {
     E->narrow = false; /* an operand of a narrow subscript: computed in full */
     emit_expr(E, b, e);
@@ -722,47 +751,19 @@ static bool is_host_expr(const IRExpr *e) {
   return is_host_expr(e->a) && is_host_expr(e->b) && is_host_expr(e->c);
 }
 
-static bool expr_has(const IRExpr *e, IRExprKind k) {
-  if (!e)
-    return false;
-  if (e->kind == k)
-    return true;
-  for (int i = 0; i < e->nidx; i++)
-    if (expr_has(e->idx[i], k))
-      return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (expr_has(e->args[i], k))
-      return true;
-  return expr_has(e->a, k) || expr_has(e->b, k) || expr_has(e->c, k);
-}
-
-static bool expr_uses_var(const IRExpr *e, const IRVar *v) {
-  if (!e)
-    return false;
-  if (e->kind == IR_VAR && e->var == v)
-    return true;
-  for (int i = 0; i < e->nidx; i++)
-    if (expr_uses_var(e->idx[i], v))
-      return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (expr_uses_var(e->args[i], v))
-      return true;
-  return expr_uses_var(e->a, v) || expr_uses_var(e->b, v) || expr_uses_var(e->c, v);
-}
-
 static bool stmt_uses_var(const IRStmt *s, const IRVar *v) {
   if (!s)
     return false;
   if (s->var == v && (s->kind == S_ASSIGN))
     return true;
   for (int i = 0; i < s->nidx; i++)
-    if (expr_uses_var(s->idx[i], v))
+    if (ir_uses_var(s->idx[i], v))
       return true;
   for (int i = 0; i < s->n; i++)
     if (stmt_uses_var(s->stmts[i], v))
       return true;
-  return expr_uses_var(s->lo, v) || expr_uses_var(s->extent, v) || expr_uses_var(s->value, v) ||
-         expr_uses_var(s->cond, v) || stmt_uses_var(s->body, v) || stmt_uses_var(s->then, v) ||
+  return ir_uses_var(s->lo, v) || ir_uses_var(s->extent, v) || ir_uses_var(s->value, v) ||
+         ir_uses_var(s->cond, v) || stmt_uses_var(s->body, v) || stmt_uses_var(s->then, v) ||
          stmt_uses_var(s->els, v);
 }
 
@@ -826,7 +827,7 @@ static bool reduction_of(const IRStmt *s, const IRVar *v, int *op) {
     if (x->kind != IR_BIN ||
         !(x->op == OP_ADD || x->op == OP_MUL || x->op == OP_MIN || x->op == OP_MAX))
       return false;
-    if (!(x->a->kind == IR_VAR && x->a->var == v) || expr_uses_var(x->b, v))
+    if (!(x->a->kind == IR_VAR && x->a->var == v) || ir_uses_var(x->b, v))
       return false;
     if (*op >= 0 && *op != x->op)
       return false;
@@ -834,10 +835,10 @@ static bool reduction_of(const IRStmt *s, const IRVar *v, int *op) {
     return true;
   }
   for (int i = 0; i < s->nidx; i++)
-    if (expr_uses_var(s->idx[i], v))
+    if (ir_uses_var(s->idx[i], v))
       return false;
-  if (expr_uses_var(s->lo, v) || expr_uses_var(s->extent, v) || expr_uses_var(s->value, v) ||
-      expr_uses_var(s->cond, v))
+  if (ir_uses_var(s->lo, v) || ir_uses_var(s->extent, v) || ir_uses_var(s->value, v) ||
+      ir_uses_var(s->cond, v))
     return false;
   for (int i = 0; i < s->n; i++)
     if (!reduction_of(s->stmts[i], v, op))
@@ -918,42 +919,24 @@ static void uses_var(Uses *u, const IRVar *v) {
   }
 }
 
-static void uses_expr(Uses *u, const IRExpr *e) {
-  if (!e)
-    return;
+static bool uses_expr(void *st, const IRExpr *e) {
+  Uses *u = st;
   if (e->kind == IR_VAR)
     uses_var(u, e->var);
   if (e->kind == IR_LOAD)
     u->buf[e->buf->slot] = true;
   if (e->kind == IR_FAIL)
     u->fail = true;
-  for (int i = 0; i < e->nidx; i++)
-    uses_expr(u, e->idx[i]);
-  for (int i = 0; i < e->nargs; i++)
-    uses_expr(u, e->args[i]);
-  uses_expr(u, e->a);
-  uses_expr(u, e->b);
-  uses_expr(u, e->c);
+  return true;
 }
 
-static void uses_stmt(Uses *u, const IRStmt *s) {
-  if (!s)
-    return;
+static bool uses_stmt(void *st, const IRStmt *s) {
+  Uses *u = st;
   if (s->kind == S_STORE)
     u->buf[s->buf->slot] = true;
   if (s->kind == S_CHECK)
     u->fail = true;
-  for (int i = 0; i < s->nidx; i++)
-    uses_expr(u, s->idx[i]);
-  uses_expr(u, s->lo);
-  uses_expr(u, s->extent);
-  uses_expr(u, s->value);
-  uses_expr(u, s->cond);
-  uses_stmt(u, s->body);
-  uses_stmt(u, s->then);
-  uses_stmt(u, s->els);
-  for (int i = 0; i < s->n; i++)
-    uses_stmt(u, s->stmts[i]);
+  return true;
 }
 
 static Uses new_uses(Emit *E) {
@@ -1011,6 +994,12 @@ static void emit_store(Emit *E, Buf *b, const IRStmt *s, int ind) {
   tc_dtype t = s->buf->dtype;
   IASSERT(E->c, s->value->type == t);
   buf_indent(b, ind);
+  if (s == E->st.vout) { /* a lane of a vector pass's 16-byte store */
+    buf_puts(b, "(&tc_o.x)[tc_j] = ");
+    emit_bare(E, b, s->value);
+    buf_puts(b, ";\n");
+    return;
+  }
   buf_printf(b, "%s[", s->buf->name);
   emit_subscript(E, b, s->idx[0]);
   buf_puts(b, "] = ");
@@ -1103,43 +1092,139 @@ static IRExpr *stage_index_at(Emit *E, IRExpr *at) {
   return var_sub(E->c, &v, E->st.pat);
 }
 
-/* The first pass over a staged row, in 16-byte loads: taken (tc_vec) when
- * the row's length is a multiple of 4, its elements are consecutive (the
- * subscript grows by one with the loop variable) and its first is 16-byte
- * aligned — all uniform over the row's threads.  Thread t loads elements
- * 4t .. 4t+3 (then 4(t + blockDim.x) ...), stages them with one 16-byte
- * store, and runs the loop's body on each, in order.  Opens the branch
- * `if (tc_vec) {`; the caller emits `} else {` the scalar loop `}`. */
-static void emit_vector_stage_loop(Emit *E, Buf *b, const IRStmt *s, int ind) {
-  Ctx *c = E->c;
-  const char *vt = vector_type(E->st.buf->dtype), *ct = ctype(E->st.buf->dtype);
-  const char *bn = E->st.buf->name, *v = s->var->name;
-  IRVar *tv = ir_new_var(c, "tc_v", VAR_LOCAL, TC_INT64);
-  IRExpr *first = stage_index_at(E, s->lo);
-  IRExpr *second = stage_index_at(E, ir_add(c, s->lo, ir_int(c, TC_INT64, 1)));
-  IRExpr *at = stage_index_at(E, ir_add(c, s->lo, ir_mul(c, ir_int(c, TC_INT64, 4),
-                                                           ir_var(c, tv))));
-  char *len = expr_text(E, s->extent);
-  buf_indent(b, ind);
-  buf_printf(b, "const bool tc_vec = (%s) %% 4 == 0 && (", len);
+/* Whether e is affine in v (modulo 2^64): free of v, v itself, or + - of
+ * affine terms, a product by a factor free of v, a negation. */
+static bool is_affine_in(const IRExpr *e, const IRVar *v) {
+  if (!ir_uses_var(e, v) || e->kind == IR_VAR)
+    return true;
+  if (e->kind == IR_UN && e->op == OP_NEG)
+    return is_affine_in(e->a, v);
+  if (e->kind != IR_BIN || e->type != TC_INT64)
+    return false;
+  if (e->op == OP_ADD || e->op == OP_SUB)
+    return is_affine_in(e->a, v) && is_affine_in(e->b, v);
+  if (e->op == OP_MUL)
+    return (!ir_uses_var(e->a, v) && is_affine_in(e->b, v)) ||
+           (!ir_uses_var(e->b, v) && is_affine_in(e->a, v));
+  return false;
+}
+
+/* The store of a later pass over the staged row that can go out in 16-byte
+ * stores: the loop's only statement, of a 4-byte element type, at an index
+ * affine in the loop variable (the host-side test checks that it grows by
+ * one and starts aligned), its value not reading what it stores. */
+static const IRStmt *vector_store(Emit *E, const IRStmt *s) {
+  const IRStmt *st = unwrap(s->body);
+  if (!st || st->kind != S_STORE || st->nidx != 1 || st->buf == E->st.buf)
+    return NULL;
+  tc_dtype t = st->buf->dtype;
+  if (!vector_type(t) || st->value->type != t || !ir_uses_var(st->idx[0], s->var) ||
+      !is_affine_in(st->idx[0], s->var) || ir_loads_buf(st->value, st->buf) ||
+      ir_has_kind(st->value, IR_FAIL))
+    return NULL;
+  return st;
+}
+
+/* The run-time test that a row's elements are consecutive (its subscript,
+ * affine, grows by one) from a 16-byte aligned first one: `&& idx(lo + 1) -
+ * idx(lo) == 1 && (bn + idx(lo)) % 16 == 0`. */
+static void emit_vec_test(Emit *E, Buf *b, const char *bn, IRExpr *first, IRExpr *second) {
+  buf_puts(b, " && (");
   emit_expr(E, b, second);
   buf_puts(b, ") - (");
   emit_expr(E, b, first);
   buf_printf(b, ") == 1 && ((tc_u64)(%s + (", bn);
   emit_expr(E, b, first);
-  buf_puts(b, ")) & 15) == 0;\n");
+  buf_puts(b, ")) & 15) == 0");
+}
+
+/* The restaged value of thread loop s into tc_ev (find_restage): the loop
+ * that writes it computes it from tc_sv; the one that reads it has it in
+ * tc_sv when the row is on chip, else computes it. Occurrences in the body
+ * are then emitted as tc_ev. */
+static void emit_restage_value(Emit *E, Buf *b, const IRStmt *s, bool vec, int ind) {
+  if (s != E->st.rprod && s != E->st.rcons)
+    return;
+  const char *ct = ctype(E->st.buf->dtype);
+  buf_indent(b, ind);
+  buf_printf(b, "const %s tc_ev = %s", ct, s == E->st.rcons ? "tc_st ? tc_sv : " : "");
+  VarSub v = {E->st.canon, ir_var(E->c, s->var)};
+  emit_bare(E, b, var_sub(E->c, &v, E->st.rpat));
+  buf_puts(b, ";\n");
+  if (s == E->st.rprod) {
+    buf_indent(b, ind);
+    if (vec)
+      buf_puts(b, "(&tc_e.x)[tc_j] = tc_ev;\n");
+    else
+      buf_printf(b, "if (tc_st) tc_row[%s] = tc_ev;\n",
+                 expr_text(E, ir_sub(E->c, ir_var(E->c, s->var), s->lo)));
+  }
+  E->st.rmatch = true;
+}
+
+static void emit_loop_body(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  IRStmt *body = s->body;
+  if (body && body->kind == S_BLOCK)
+    emit_list(E, b, body->stmts, body->n, ind, SC_THREAD);
+  else if (body)
+    emit_list(E, b, &body, 1, ind, SC_THREAD);
+}
+
+/* A pass over a staged row in 16-byte accesses: taken (tc_vec) when the
+ * row's length is a multiple of 4, its elements are consecutive (the
+ * subscript grows by one with the loop variable) and its first is 16-byte
+ * aligned — all uniform over the row's threads — and, for a pass whose
+ * store goes out in 16-byte stores (vector_store), the same of the
+ * output's row.  Thread t takes elements 4t .. 4t+3 (then 4(t +
+ * blockDim.x) ...): the first pass loads them from memory and stages them,
+ * later ones read the stage (or memory, when the launch gave no room); the
+ * loop's body runs on each, in order, its store collected into one vector.
+ * Opens the branch `if (tc_vec) {`; the caller emits `} else {` the scalar
+ * loop `}`. */
+static void emit_vector_stage_loop(Emit *E, Buf *b, const IRStmt *s, int ind) {
+  Ctx *c = E->c;
+  const char *vt = vector_type(E->st.buf->dtype), *ct = ctype(E->st.buf->dtype);
+  const char *bn = E->st.buf->name, *v = s->var->name;
+  bool first = E->st.first, prod = s == E->st.rprod;
+  const IRStmt *out = first ? NULL : vector_store(E, s);
+  IRVar *tv = ir_new_var(c, "tc_v", VAR_LOCAL, TC_INT64);
+  IRExpr *lo1 = ir_add(c, s->lo, ir_int(c, TC_INT64, 1));
+  IRExpr *at = ir_add(c, s->lo, ir_mul(c, ir_int(c, TC_INT64, 4), ir_var(c, tv)));
+  char *len = expr_text(E, s->extent);
+  buf_indent(b, ind);
+  buf_printf(b, "const bool tc_vec = (%s) %% 4 == 0", len);
+  emit_vec_test(E, b, bn, stage_index_at(E, s->lo), stage_index_at(E, lo1));
+  if (out) {
+    VarSub v0 = {s->var, s->lo}, v1 = {s->var, lo1};
+    emit_vec_test(E, b, out->buf->name, var_sub(c, &v0, out->idx[0]), var_sub(c, &v1, out->idx[0]));
+  }
+  buf_puts(b, ";\n");
   buf_indent(b, ind);
   buf_puts(b, "if (tc_vec) {\n");
   buf_indent(b, ind + 1);
-  buf_puts(b, "#pragma unroll 4\n");
+  buf_puts(b, "#pragma unroll 4\n"); /* (8 measured no faster on an H200, with more registers) */
   buf_indent(b, ind + 1);
-  buf_printf(b, "for (tc_i64 tc_v = threadIdx.x; tc_v < (%s) / 4; tc_v += blockDim.x) {\n", len);
+  buf_printf(b, "for (tc_ix tc_v = threadIdx.x; tc_v < (tc_ix)((%s) / 4); tc_v += blockDim.x) {\n",
+             len);
   buf_indent(b, ind + 2);
-  buf_printf(b, "const %s tc_q = *(const %s *)&%s[", vt, vt, bn);
-  emit_subscript(E, b, at);
+  buf_printf(b, "const %s tc_q = ", vt);
+  if (!first)
+    buf_printf(b, "tc_st ? *(const %s *)&tc_row[4 * tc_v] : ", vt);
+  buf_printf(b, "*(const %s *)&%s[", vt, bn);
+  emit_subscript(E, b, stage_index_at(E, at));
   buf_puts(b, "];\n");
-  buf_indent(b, ind + 2);
-  buf_printf(b, "if (tc_st) *(%s *)&tc_row[4 * tc_v] = tc_q;\n", vt);
+  if (first) {
+    buf_indent(b, ind + 2);
+    buf_printf(b, "if (tc_st) *(%s *)&tc_row[4 * tc_v] = tc_q;\n", vt);
+  }
+  if (prod) {
+    buf_indent(b, ind + 2);
+    buf_printf(b, "%s tc_e;\n", vt);
+  }
+  if (out) {
+    buf_indent(b, ind + 2);
+    buf_printf(b, "%s tc_o;\n", vector_type(out->buf->dtype));
+  }
   buf_indent(b, ind + 2);
   buf_puts(b, "#pragma unroll\n");
   buf_indent(b, ind + 2);
@@ -1147,20 +1232,31 @@ static void emit_vector_stage_loop(Emit *E, Buf *b, const IRStmt *s, int ind) {
   buf_indent(b, ind + 3);
   buf_printf(b, "const tc_i64 %s = ", v);
   emit_expr(E, b, s->lo);
-  buf_printf(b, " + 4 * tc_v + tc_j;\n");
+  buf_printf(b, " + 4 * (tc_i64)tc_v + tc_j;\n");
   buf_indent(b, ind + 3);
   buf_printf(b, "(void)%s;\n", v);
   buf_indent(b, ind + 3);
   buf_printf(b, "const %s tc_sv = (&tc_q.x)[tc_j];\n", ct);
   E->st.cur = s->var;
-  IRStmt *body = s->body;
-  if (body && body->kind == S_BLOCK)
-    emit_list(E, b, body->stmts, body->n, ind + 3, SC_THREAD);
-  else if (body)
-    emit_list(E, b, &body, 1, ind + 3, SC_THREAD);
+  emit_restage_value(E, b, s, true, ind + 3);
+  E->st.vout = out;
+  emit_loop_body(E, b, s, ind + 3);
+  E->st.vout = NULL;
+  E->st.rmatch = false;
   E->st.cur = NULL;
   buf_indent(b, ind + 2);
   buf_puts(b, "}\n");
+  if (prod) {
+    buf_indent(b, ind + 2);
+    buf_printf(b, "if (tc_st) *(%s *)&tc_row[4 * tc_v] = tc_e;\n", vt);
+  }
+  if (out) {
+    VarSub va = {s->var, at};
+    buf_indent(b, ind + 2);
+    buf_printf(b, "*(%s *)&%s[", vector_type(out->buf->dtype), out->buf->name);
+    emit_subscript(E, b, var_sub(c, &va, out->idx[0]));
+    buf_puts(b, "] = tc_o;\n");
+  }
   buf_indent(b, ind + 1);
   buf_puts(b, "}\n");
 }
@@ -1196,10 +1292,11 @@ static void emit_thread_loop(Emit *E, Buf *b, const IRStmt *s, int ind) {
     vec_push(c->arena, &E->renames, r);
   }
   const char *v = s->var->name;
-  IRStmt *body = s->body;
   bool staged = reads_stage(E, s);
-  bool vec = staged && !E->st.staged && vector_type(E->st.buf->dtype);
-  if (vec) { /* the row in 16-byte loads when it allows: tc_vec */
+  bool vec = staged && vector_type(E->st.buf->dtype) && is_affine_in(E->st.pat, E->st.canon);
+  if (staged)
+    E->st.first = !E->st.staged;
+  if (vec) { /* the row in 16-byte accesses when it allows: tc_vec */
     emit_vector_stage_loop(E, b, s, ind + 1);
     buf_indent(b, ind + 1);
     buf_puts(b, "} else {\n");
@@ -1214,15 +1311,13 @@ static void emit_thread_loop(Emit *E, Buf *b, const IRStmt *s, int ind) {
   emit_end(E, b, s);
   buf_printf(b, "; %s += (tc_i64)blockDim.x) {\n", v);
   if (staged) {
-    E->st.first = !E->st.staged;
     emit_stage_value(E, b, s, in + 1);
     E->st.cur = s->var;
+    emit_restage_value(E, b, s, false, in + 1);
   }
-  if (body && body->kind == S_BLOCK)
-    emit_list(E, b, body->stmts, body->n, in + 1, SC_THREAD);
-  else if (body)
-    emit_list(E, b, &body, 1, in + 1, SC_THREAD);
+  emit_loop_body(E, b, s, in + 1);
   if (staged) {
+    E->st.rmatch = false;
     E->st.cur = NULL;
     E->st.staged = true;
   }
@@ -1279,7 +1374,7 @@ static void emit_stmt(Emit *E, Buf *b, IRStmt *s, int ind, Scope sc) {
   case S_DECL:
   case S_ASSIGN:
     IASSERT(E->c, s->var->kind == VAR_LOCAL && s->value->type == s->var->type);
-    if (sc == SC_BLOCK && expr_has(s->value, IR_LOAD))
+    if (sc == SC_BLOCK && ir_has_kind(s->value, IR_LOAD))
       barrier_if_dirty(E, b, ind);
     buf_indent(b, ind);
     if (s->kind == S_DECL)
@@ -1399,9 +1494,9 @@ static void finish_kernel_minb(Emit *E, int k, int threads, int minb, IRStmt **s
                                Buf *body, const IRExpr *extra1, const IRExpr *extra2) {
   Uses u = new_uses(E);
   for (int i = 0; i < n; i++)
-    uses_stmt(&u, stmts[i]);
-  uses_expr(&u, extra1);
-  uses_expr(&u, extra2);
+    ir_stmt_visit(stmts[i], uses_stmt, uses_expr, &u);
+  ir_expr_visit(extra1, uses_expr, &u);
+  ir_expr_visit(extra2, uses_expr, &u);
   for (int i = 0; i < E->f->nbufs; i++)
     E->plan->buf_used[i] |= u.buf[i];
   Buf *o = &E->kernels;
@@ -1519,17 +1614,6 @@ static void uncond_loads(Emit *E, IRStmt *s, ExprList *out) {
     uncond_loads_expr(E, s->value, out);
 }
 
-static bool stores_buf(const IRStmt *s, const Buffer *b) {
-  if (!s)
-    return false;
-  if (s->kind == S_STORE && s->buf == b)
-    return true;
-  for (int i = 0; i < s->n; i++)
-    if (stores_buf(s->stmts[i], b))
-      return true;
-  return stores_buf(s->body, b) || stores_buf(s->then, b) || stores_buf(s->els, b);
-}
-
 /* The thread loops of a block-scope list, in order. */
 static void thread_loops(IRStmt *s, StmtList *out, Arena *a) {
   if (!s)
@@ -1554,7 +1638,7 @@ static void find_stage(Emit *E, IRStmt *root, IRStmt *rest) {
     uncond_loads(E, L->body, &lds);
     for (int k = 0; k < lds.len && !E->st.buf; k++) {
       IRExpr *ld = lds.data[k];
-      if (!expr_uses_var(ld->idx[0], L->var) || stores_buf(root, ld->buf) ||
+      if (!ir_uses_var(ld->idx[0], L->var) || ir_stmt_stores(root, ld->buf) ||
           dtype_info[ld->buf->dtype].size > 8)
         continue;
       VarSub v = {L->var, ir_var(E->c, canon)};
@@ -1613,6 +1697,169 @@ static void emit_stage_value(Emit *E, Buf *b, const IRStmt *s, int ind) {
   }
 }
 
+/* The variables e reads. */
+static void collect_vars(Emit *E, const IRExpr *e, VarList *out) {
+  if (!e)
+    return;
+  if (e->kind == IR_VAR && !in_list(out, e->var))
+    vec_push(E->c->arena, out, e->var);
+  for (int i = 0; i < e->nidx; i++)
+    collect_vars(E, e->idx[i], out);
+  for (int i = 0; i < e->nargs; i++)
+    collect_vars(E, e->args[i], out);
+  collect_vars(E, e->a, out);
+  collect_vars(E, e->b, out);
+  collect_vars(E, e->c, out);
+}
+
+static void flatten_list(Emit *E, IRStmt *const *list, int n, StmtList *out);
+
+/* Whether s assigns v (S_ASSIGN) anywhere. */
+static bool assigns(const void *v, const IRStmt *s) { return s->kind == S_ASSIGN && s->var == v; }
+
+static bool stmt_assigns(const IRStmt *s, const IRVar *v) { return ir_stmt_any(s, assigns, v); }
+
+/* Whether e is worth restaging (a math function or a division) and pure
+ * over the row: its only load the staged element at `var`, no failure. */
+typedef struct Restage {
+  Emit *E;
+  const IRVar *var;
+  bool costly, ok;
+} Restage;
+
+static void restage_check(Restage *r, const IRExpr *e) {
+  if (!e || !r->ok)
+    return;
+  if (e->kind == IR_FAIL)
+    r->ok = false;
+  if (e->kind == IR_LOAD) {
+    VarSub v = {r->var, ir_var(r->E->c, r->E->st.canon)};
+    r->ok &= e->buf == r->E->st.buf && ir_equal(var_sub(r->E->c, &v, e->idx[0]), r->E->st.pat);
+    return;
+  }
+  if (e->kind == IR_CALL || (e->kind == IR_BIN && e->op == OP_DIV && dtype_info[e->type].is_float))
+    r->costly = true;
+  for (int i = 0; i < e->nargs; i++)
+    restage_check(r, e->args[i]);
+  restage_check(r, e->a);
+  restage_check(r, e->b);
+  restage_check(r, e->c);
+}
+
+/* Occurrences of e (over canon) in s's expressions. */
+typedef struct Occur {
+  Emit *E;
+  const IRVar *var;
+  IRExpr *pat;
+  int n;
+} Occur;
+
+static bool occur_expr(void *st, const IRExpr *e) {
+  Occur *o = st;
+  if (e->kind == o->pat->kind && e->type == o->pat->type) {
+    VarSub v = {o->var, ir_var(o->E->c, o->E->st.canon)};
+    if (ir_equal(var_sub(o->E->c, &v, (IRExpr *)e), o->pat)) {
+      o->n++;
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Whether the value `pat` of the staged row is all that loop M reads of the
+ * row: the staged loads outside its occurrences are none. */
+static bool only_through(Emit *E, const IRStmt *M, IRExpr *pat) {
+  Occur all = {E, M->var, E->st.pat, 0}, in_pat = {E, E->st.canon, E->st.pat, 0};
+  IRExpr *ld = ir_load(E->c, (Buffer *)E->st.buf, &E->st.pat, 1);
+  all.pat = ld;
+  in_pat.pat = ld;
+  ir_stmt_visit(M->body, NULL, occur_expr, &all);
+  ir_expr_visit(pat, occur_expr, &in_pat);
+  Occur uses = {E, M->var, pat, 0};
+  ir_stmt_visit(M->body, NULL, occur_expr, &uses);
+  return uses.n > 0 && all.n == uses.n * in_pat.n;
+}
+
+/* Candidate values: the subexpressions of e (over canon), largest first. */
+static void restage_candidates(Emit *E, const IRStmt *M, IRExpr *e, ExprList *out) {
+  if (!e || e->kind == IR_LOAD || e->kind == IR_VAR)
+    return;
+  if (e->type == E->st.buf->dtype) {
+    Restage r = {E, M->var, false, true};
+    restage_check(&r, e);
+    if (r.ok && r.costly && ir_has_kind(e, IR_LOAD)) {
+      VarSub v = {M->var, ir_var(E->c, E->st.canon)};
+      vec_push(E->c->arena, out, var_sub(E->c, &v, e));
+    }
+  }
+  for (int i = 0; i < e->nargs; i++)
+    restage_candidates(E, M, e->args[i], out);
+  restage_candidates(E, M, e->a, out);
+  restage_candidates(E, M, e->b, out);
+  restage_candidates(E, M, e->c, out);
+}
+
+static void restage_candidates_stmt(Emit *E, const IRStmt *M, const IRStmt *s, ExprList *out) {
+  if (!s)
+    return;
+  if (s->kind == S_BLOCK)
+    for (int i = 0; i < s->n; i++)
+      restage_candidates_stmt(E, M, s->stmts[i], out);
+  if (s->kind == S_DECL || s->kind == S_ASSIGN || s->kind == S_STORE)
+    restage_candidates(E, M, s->value, out);
+}
+
+/* Chooses a value to restage: when the last two passes over the staged row
+ * (not the first) both compute the same costly value of each element (a
+ * pure function of the element and of locals neither they nor anything
+ * between them assigns: softmax's exp(X - max)), and the last reads the row
+ * through that value only, the first of them writes it over its element of
+ * the stage and the last reads it there instead of computing it again (the
+ * same operations on the same operands: the same bits). */
+static void find_restage(Emit *E, IRStmt *rest) {
+  E->st.rpat = NULL;
+  E->st.rprod = E->st.rcons = NULL;
+  if (!E->st.buf || !rest)
+    return;
+  StmtList flat = {0};
+  flatten_list(E, &rest, 1, &flat);
+  int idx[2] = {-1, -1}, nread = 0; /* the last two readers, and the count */
+  for (int i = 0; i < flat.len; i++) {
+    IRStmt *s = flat.data[i];
+    if (s && s->kind == S_FOR && s->fkind == FOR_GPU_THREAD && reads_stage(E, s)) {
+      idx[0] = idx[1];
+      idx[1] = i;
+      nread++;
+    } else if (s && stmt_has_thread_loop(s)) {
+      return; /* a reader out of the top level: keep it simple */
+    }
+  }
+  if (nread < 3)
+    return;
+  const IRStmt *P = flat.data[idx[0]], *M = flat.data[idx[1]];
+  ExprList cands = {0};
+  restage_candidates_stmt(E, M, M->body, &cands);
+  for (int k = 0; k < cands.len; k++) {
+    IRExpr *pat = cands.data[k];
+    Occur inP = {E, P->var, pat, 0};
+    ir_stmt_visit(P->body, NULL, occur_expr, &inP);
+    if (inP.n == 0 || !only_through(E, M, pat))
+      continue;
+    VarList vars = {0};
+    collect_vars(E, pat, &vars);
+    bool stable = true;
+    for (int i = 0; i < vars.len && stable; i++)
+      for (int j = idx[0]; j <= idx[1] && stable; j++)
+        stable = !stmt_assigns(flat.data[j], vars.data[i]);
+    if (!stable)
+      continue;
+    E->st.rpat = pat;
+    E->st.rprod = P;
+    E->st.rcons = M;
+    return;
+  }
+}
+
 /* The extent of the first thread loop in block scope, when a host
  * expression: the length of the rows. */
 static const IRExpr *row_length(const IRStmt *s) {
@@ -1641,10 +1888,12 @@ static GpuStep *kernel_rows(Emit *E, IRStmt *root, const KernelShape *k) {
   IRExpr *outer = outer_count(E, k);
   Buf b = {0};
   find_stage(E, root, k->rest);
+  find_restage(E, unwrap(k->rest));
   if (E->st.buf) {
     const char *ct = ctype(E->st.buf->dtype);
     char *len = expr_text(E, E->st.loop->extent);
-    buf_printf(&b, "  extern __shared__ __align__(16) unsigned char tc_dyn[];\n"
+    buf_printf(&b, "  typedef typename tc_ix_of<tc_w>::t tc_ix;\n"
+                   "  extern __shared__ __align__(16) unsigned char tc_dyn[];\n"
                    "  %s *tc_row = (%s *)tc_dyn + (tc_i64)threadIdx.y * (%s);\n"
                    "  const bool tc_st = (tc_u64)tc_dyn_smem() >= (tc_u64)(%s) * %d * blockDim.y;\n",
                ct, ct, len, len, dtype_info[E->st.buf->dtype].size);
@@ -1669,6 +1918,125 @@ static GpuStep *kernel_rows(Emit *E, IRStmt *root, const KernelShape *k) {
     s->stage_size = dtype_info[E->st.buf->dtype].size;
   }
   memset(&E->st, 0, sizeof E->st);
+  return s;
+}
+
+/* ---- stencils: consecutive rows per thread ---- */
+
+enum { STENCIL_ROWS = 8 }; /* block-loop iterations a stencil thread computes */
+
+/* Distinct subscripts of buf's loads in e that use v. */
+static void stencil_loads(Emit *E, const IRExpr *e, const IRVar *v, ExprList *out) {
+  if (!e)
+    return;
+  if (e->kind == IR_LOAD && e->nidx == 1 && ir_uses_var(e->idx[0], v)) {
+    bool seen = false;
+    for (int i = 0; i < out->len && !seen; i++)
+      seen = out->data[i]->buf == e->buf && ir_equal(out->data[i]->idx[0], e->idx[0]);
+    if (!seen)
+      vec_push(E->c->arena, out, (IRExpr *)e);
+  }
+  for (int i = 0; i < e->nidx; i++)
+    stencil_loads(E, e->idx[i], v, out);
+  for (int i = 0; i < e->nargs; i++)
+    stencil_loads(E, e->args[i], v, out);
+  stencil_loads(E, e->a, v, out);
+  stencil_loads(E, e->b, v, out);
+  stencil_loads(E, e->c, v, out);
+}
+
+/* The store of a POINTWISE kernel that is a stencil over its one block
+ * loop: the thread loop's only statement, a plain store (not of float16,
+ * bfloat16 or bool; no failure; not reading what it stores) whose value reads one
+ * input at three or more subscripts that move with that loop (the blur's
+ * rows y-1, y, y+1; the horizontal pass recomputed by the readers) — or NULL. */
+static const IRStmt *stencil_store(Emit *E, const KernelShape *k, const IRStmt *t) {
+  const IRStmt *st = unwrap(t->body);
+  if (k->nblocks != 1 || !st || st->kind != S_STORE || st->nidx != 1)
+    return NULL; /* (with several block loops, consecutive iterations may not
+                    be consecutive rows: nothing would be shared) */
+  tc_dtype dt = st->buf->dtype;
+  if (dt == TC_FLOAT16 || dt == TC_BFLOAT16 || dt == TC_BOOL || st->value->type != dt ||
+      ir_has_kind(st->value, IR_FAIL) || ir_loads_buf(st->value, st->buf))
+    return NULL;
+  ExprList lds = {0};
+  stencil_loads(E, st->value, k->blocks[k->nblocks - 1]->var, &lds);
+  for (int i = 0; i < lds.len; i++) {
+    int n = 0;
+    for (int j = 0; j < lds.len; j++)
+      n += lds.data[j]->buf == lds.data[i]->buf;
+    if (n >= 3)
+      return st;
+  }
+  return NULL;
+}
+
+/* The block and thread variables of row `r` of a stencil thread's rows. */
+static void emit_stencil_vars(Emit *E, Buf *b, const KernelShape *k, const IRStmt *t,
+                              const char *r, int ind) {
+  buf_indent(b, ind);
+  buf_printf(b, "const tc_i64 tc_y = tc_y0 + %s;\n", r);
+  emit_decompose(E, b, k, "tc_y", ind);
+  buf_indent(b, ind);
+  buf_printf(b, "const tc_i64 %s = ", t->var->name);
+  emit_bare(E, b, ir_add(E->c, t->lo, ir_var(E->c, ir_new_var(E->c, "tc_x", VAR_LOCAL, TC_INT64))));
+  buf_puts(b, ";\n");
+}
+
+/* A POINTWISE kernel for a stencil (stencil_store): each thread computes
+ * STENCIL_ROWS consecutive iterations of the block loops at one x, all the
+ * values before any store, so that the compiler loads each input element and
+ * computes each shared subexpression (a row of the blur's horizontal pass)
+ * once for the rows that read it: about 3 loads an output instead of 9.
+ * The last, partial group of rows runs row by row. */
+static GpuStep *kernel_stencil(Emit *E, IRStmt *root, const KernelShape *k, IRStmt *t,
+                               const IRStmt *st) {
+  int id = E->plan->nkernels++;
+  begin_kernel(E, GK_POINTWISE);
+  IRExpr *outer = outer_count(E, k);
+  const char *vt = vtype(st->buf->dtype);
+  Buf b = {0};
+  buf_puts(&b, "  const tc_i64 tc_ny = ");
+  emit_bare(E, &b, outer);
+  buf_puts(&b, ";\n  const tc_i64 tc_nx = ");
+  emit_bare(E, &b, t->extent);
+  buf_printf(&b, ";\n  for (tc_i64 tc_y0 = ((tc_i64)blockIdx.y * blockDim.y + threadIdx.y) * %d; "
+                 "tc_y0 < tc_ny; tc_y0 += (tc_i64)gridDim.y * blockDim.y * %d) {\n",
+             STENCIL_ROWS, STENCIL_ROWS);
+  buf_puts(&b, "    for (tc_i64 tc_x = (tc_i64)blockIdx.x * blockDim.x + threadIdx.x; tc_x < tc_nx; "
+               "tc_x += (tc_i64)gridDim.x * blockDim.x) {\n");
+  buf_printf(&b, "      if (tc_y0 + %d <= tc_ny) {\n", STENCIL_ROWS);
+  buf_printf(&b, "        %s tc_s[%d];\n", vt, STENCIL_ROWS);
+  /* the values in straight-line code (NVRTC merges their common loads
+   * there, not across a `#pragma unroll` loop's copies), then the stores */
+  for (int r = 0; r < STENCIL_ROWS; r++) {
+    buf_puts(&b, "        {\n");
+    emit_stencil_vars(E, &b, k, t, arena_printf(E->c->arena, "%d", r), 5);
+    buf_indent(&b, 5);
+    buf_printf(&b, "tc_s[%d] = ", r);
+    emit_bare(E, &b, st->value);
+    buf_puts(&b, ";\n        }\n");
+  }
+  buf_puts(&b, "        #pragma unroll\n");
+  buf_printf(&b, "        for (int tc_r = 0; tc_r < %d; tc_r++) {\n", STENCIL_ROWS);
+  emit_stencil_vars(E, &b, k, t, "tc_r", 5);
+  buf_indent(&b, 5);
+  buf_printf(&b, "%s[", st->buf->name);
+  emit_subscript(E, &b, st->idx[0]);
+  buf_puts(&b, "] = tc_s[tc_r];\n        }\n");
+  buf_puts(&b, "      } else {\n");
+  buf_printf(&b, "        for (int tc_r = 0; tc_y0 + tc_r < tc_ny; tc_r++) {\n");
+  emit_stencil_vars(E, &b, k, t, "tc_r", 5);
+  emit_body_of(E, &b, t->body, 5, SC_THREAD);
+  buf_puts(&b, "        }\n      }\n    }\n  }\n");
+  finish_kernel(E, id, 256, &root, 1, &b, outer, NULL);
+  GpuStep *s = new_step(E, GS_LAUNCH);
+  s->kernel = id;
+  s->gk = GK_POINTWISE;
+  s->outer = outer;
+  s->inner = t->extent;
+  s->threads = 256;
+  s->rows = STENCIL_ROWS;
   return s;
 }
 
@@ -1760,12 +2128,12 @@ static bool find_tiled(Emit *E, IRStmt *root, Tiled *t) {
   const IRExpr *p = strip(t->rhs);
   if (!p || p->kind != IR_BIN || p->op != OP_MUL)
     return false;
-  bool swap = expr_uses_var(p->a, t->h->n);
+  bool swap = ir_uses_var(p->a, t->h->n);
   t->pa = swap ? p->b : p->a;
   t->pb = swap ? p->a : p->b;
-  if (expr_uses_var(t->pa, t->h->n) || expr_uses_var(t->pb, t->h->m) ||
-      expr_has(t->pa, IR_FAIL) || expr_has(t->pb, IR_FAIL) ||
-      expr_uses_var(t->decl->value, t->h->k))
+  if (ir_uses_var(t->pa, t->h->n) || ir_uses_var(t->pb, t->h->m) ||
+      ir_has_kind(t->pa, IR_FAIL) || ir_has_kind(t->pb, IR_FAIL) ||
+      ir_uses_var(t->decl->value, t->h->k))
     return false;
   t->epi = s->stmts + 2;
   t->nepi = s->n - 2;
@@ -1855,16 +2223,78 @@ static void emit_tile_put(Buf *b, bool kfast, const char *arr, const char *regs,
  * so that a quarter warp reads 128 consecutive bytes of shared memory. */
 #define SUB_OFF(t, sub) "((" sub ") & 4 ? 64 : 0) + 4 * " t " + ((" sub ") & 3)"
 
-static GpuStep *kernel_tiled(Emit *E, IRStmt *root, Tiled *t) {
-  Ctx *c = E->c;
-  int id = E->plan->nkernels++;
-  begin_kernel(E, GK_TILED);
-  tc_dtype at = t->h->acc->type, ta = t->pa->type, tb = t->pb->type;
+/* The loops around a tile: the batch loops (every loop of the nest but m and
+ * n) collapsed onto blockIdx.z, the row and column tiles on blockIdx.y and
+ * .x, all grid-stride; tc_nk is k's extent, in steps of `kstep` when that is
+ * above 1.  Returns the number of batch iterations (NULL: one), which the
+ * launch step needs. */
+static IRExpr *emit_tile_loops(Emit *E, Buf *b, const Tiled *t, int kstep) {
   KernelShape batch = {{0}, 0, NULL};
   for (int i = 0; i < t->nloops; i++)
     if (t->loops[i] != t->mloop && t->loops[i] != t->nloop)
       batch.blocks[batch.nblocks++] = t->loops[i];
   IRExpr *nb = outer_count(E, &batch);
+  buf_puts(b, "  const tc_i64 tc_tm = (");
+  emit_expr(E, b, t->mloop->extent);
+  buf_printf(b, " + %d) / %d, tc_tn = (", TILE - 1, TILE);
+  emit_expr(E, b, t->nloop->extent);
+  buf_printf(b, " + %d) / %d, tc_nk = ", TILE - 1, TILE);
+  if (kstep > 1)
+    buf_puts(b, "(");
+  emit_expr(E, b, t->kloop->extent);
+  if (kstep > 1)
+    buf_printf(b, " + %d) / %d", kstep - 1, kstep);
+  buf_puts(b, ", tc_nz = ");
+  if (nb)
+    emit_expr(E, b, nb);
+  else
+    buf_puts(b, "1");
+  buf_puts(b, ";\n  for (tc_i64 tc_z = blockIdx.z; tc_z < tc_nz; tc_z += gridDim.z) {\n");
+  emit_decompose(E, b, &batch, "tc_z", 2);
+  buf_puts(b, "  for (tc_i64 tc_bm = blockIdx.y; tc_bm < tc_tm; tc_bm += gridDim.y) {\n"
+              "    for (tc_i64 tc_bn = blockIdx.x; tc_bn < tc_tn; tc_bn += gridDim.x) {\n");
+  return nb;
+}
+
+/* The store of one output of the tile, its m and n already set: when both
+ * are in range, acc = init + the register `cref` (of type `ct`), then the
+ * fused epilogue statements. */
+static void emit_tile_store(Emit *E, Buf *b, const Tiled *t, const char *cref, tc_dtype ct,
+                            int ind) {
+  Ctx *c = E->c;
+  buf_printf(b, "%*sif (%s < ", 2 * ind, "", t->mloop->var->name);
+  emit_end(E, b, t->mloop);
+  buf_printf(b, " && %s < ", t->nloop->var->name);
+  emit_end(E, b, t->nloop);
+  buf_printf(b, ") {\n%*s%s &tc_cv = %s;\n", 2 * ind + 2, "", vtype(ct), cref);
+  IRVar *vc = ir_new_var(c, "tc_cv", VAR_LOCAL, ct);
+  const IRExpr *init = t->decl->value;
+  bool zero = init->kind == IR_FLOAT && init->fval == 0 && !signbit(init->fval);
+  IRStmt *d = ir_decl(c, (IRVar *)t->h->acc,
+                      zero ? ir_var(c, vc) : ir_bin(c, OP_ADD, (IRExpr *)init, ir_var(c, vc)));
+  emit_list(E, b, &d, 1, ind + 1, SC_THREAD);
+  emit_list(E, b, t->epi, t->nepi, ind + 1, SC_THREAD);
+  buf_printf(b, "%*s}\n", 2 * ind, "");
+}
+
+/* The launch of a tiled kernel: TILE x TILE outputs a block of 256 threads. */
+static GpuStep *tiled_step(Emit *E, int id, IRExpr *nb, const Tiled *t) {
+  GpuStep *st = new_step(E, GS_LAUNCH);
+  st->kernel = id;
+  st->gk = GK_TILED;
+  st->outer = nb;
+  st->inner = t->nloop->extent;
+  st->mid = t->mloop->extent;
+  st->threads = 256;
+  st->tile_m = st->tile_n = TILE;
+  return st;
+}
+
+static GpuStep *kernel_tiled(Emit *E, IRStmt *root, Tiled *t) {
+  Ctx *c = E->c;
+  int id = E->plan->nkernels++;
+  begin_kernel(E, GK_TILED);
+  tc_dtype at = t->h->acc->type, ta = t->pa->type, tb = t->pb->type;
   int per = TILE * TILE_K / 256;
   Buf b = {0};
   buf_printf(&b,
@@ -1872,21 +2302,7 @@ static GpuStep *kernel_tiled(Emit *E, IRStmt *root, Tiled *t) {
              "  __shared__ __align__(16) %s tc_Bs[%d][%d];\n"
              "  const int tc_tx = threadIdx.x %% 16, tc_ty = threadIdx.x / 16;\n",
              vtype(ta), TILE_K, TILE + 4, vtype(tb), TILE_K, TILE + 4);
-  buf_puts(&b, "  const tc_i64 tc_tm = (");
-  emit_expr(E, &b, t->mloop->extent);
-  buf_printf(&b, " + %d) / %d, tc_tn = (", TILE - 1, TILE);
-  emit_expr(E, &b, t->nloop->extent);
-  buf_printf(&b, " + %d) / %d, tc_nk = ", TILE - 1, TILE);
-  emit_expr(E, &b, t->kloop->extent);
-  buf_puts(&b, ", tc_nz = ");
-  if (nb)
-    emit_expr(E, &b, nb);
-  else
-    buf_puts(&b, "1");
-  buf_puts(&b, ";\n  for (tc_i64 tc_z = blockIdx.z; tc_z < tc_nz; tc_z += gridDim.z) {\n");
-  emit_decompose(E, &b, &batch, "tc_z", 2);
-  buf_puts(&b, "  for (tc_i64 tc_bm = blockIdx.y; tc_bm < tc_tm; tc_bm += gridDim.y) {\n"
-               "    for (tc_i64 tc_bn = blockIdx.x; tc_bn < tc_tn; tc_bn += gridDim.x) {\n");
+  IRExpr *nb = emit_tile_loops(E, &b, t, 1);
   buf_printf(&b, "      %s tc_c[%d][%d];\n      %s tc_ra[%d];\n      %s tc_rb[%d];\n",
              vtype(at), SUB, SUB, vtype(ta), per, vtype(tb), per);
   buf_printf(&b, "#pragma unroll\n      for (int tc_i = 0; tc_i < %d; tc_i++)\n"
@@ -1966,36 +2382,885 @@ static GpuStep *kernel_tiled(Emit *E, IRStmt *root, Tiled *t) {
              SUB, SUB);
   emit_tile_var(E, &b, t->mloop, "tc_bm", SUB_OFF("tc_ty", "tc_i"), 5);
   emit_tile_var(E, &b, t->nloop, "tc_bn", SUB_OFF("tc_tx", "tc_j"), 5);
-  buf_printf(&b, "          if (%s < ", t->mloop->var->name);
-  emit_end(E, &b, t->mloop);
-  buf_printf(&b, " && %s < ", t->nloop->var->name);
-  emit_end(E, &b, t->nloop);
-  buf_printf(&b, ") {\n            %s &tc_cv = tc_c[tc_i][tc_j];\n", vtype(at));
-  const IRExpr *init = t->decl->value;
-  bool zero = init->kind == IR_FLOAT && init->fval == 0 && !signbit(init->fval);
-  IRStmt *d = ir_decl(c, (IRVar *)t->h->acc,
-                      zero ? ir_var(c, vc) : ir_bin(c, OP_ADD, (IRExpr *)init, ir_var(c, vc)));
-  emit_list(E, &b, &d, 1, 6, SC_THREAD);
-  emit_list(E, &b, t->epi, t->nepi, 6, SC_THREAD);
-  buf_puts(&b, "          }\n        }\n    }\n  }\n  }\n");
+  emit_tile_store(E, &b, t, "tc_c[tc_i][tc_j]", at, 5);
+  buf_puts(&b, "        }\n    }\n  }\n  }\n");
   finish_kernel_minb(E, id, 256, TILED_MINB, &root, 1, &b, nb, NULL);
+  return tiled_step(E, id, nb, t);
+}
+
+/* ---- the tensor-core contraction ---- */
+
+/* A TILED contraction whose product is of two float16 (or two bfloat16)
+ * loads, widened to a float32 accumulator, runs on the tensor cores
+ * (mma.sync m16n8k16, sm_80 and later): the same 128x128 output tiles and
+ * grid, k in steps of 32 through two shared-memory stages (the next step's
+ * copies in flight while the tensor cores work on this one).  Each of the 8
+ * warps owns 64x32 outputs: 4x4 mma tiles of f32 accumulators.  An operand
+ * tile is kept with its fast dimension contiguous: [m or n][k] when its
+ * last subscript is k (fragments by ldmatrix), else [k][m or n] (ldmatrix
+ * .trans); rows are padded by 16 bytes so that the 8 rows an ldmatrix
+ * reads fall in distinct banks.  A thread fills 8 consecutive elements of
+ * a row at a time: one 16-byte cp.async when they are in range and
+ * contiguous and aligned in memory (checked at run time, where the
+ * subscript is linear in that dimension), else element by element with
+ * zeros outside the ranges.  Products of 16-bit floats are exact in f32,
+ * so this differs from the SIMT kernel only in the order of the sums. */
+
+enum { MMA_K = 32, MMA_MINB = 2 };
+
+static const char mma_text[] =
+    "#ifndef TC_MMA_DEFS\n"
+    "#define TC_MMA_DEFS\n"
+    "__device__ __forceinline__ unsigned tc_saddr(const void *p) {\n"
+    "  return (unsigned)__cvta_generic_to_shared(p);\n"
+    "}\n"
+    "__device__ __forceinline__ void tc_cp16(unsigned dst, const void *src) {\n"
+    "  asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16;\\n\" :: \"r\"(dst), \"l\"(src) : \"memory\");\n"
+    "}\n"
+    "__device__ __forceinline__ void tc_cp_commit(void) {\n"
+    "  asm volatile(\"cp.async.commit_group;\\n\" ::: \"memory\");\n"
+    "}\n"
+    "__device__ __forceinline__ void tc_cp_wait1(void) {\n"
+    "  asm volatile(\"cp.async.wait_group 1;\\n\" ::: \"memory\");\n"
+    "}\n"
+    "__device__ __forceinline__ void tc_ldm4(unsigned *r, unsigned addr) {\n"
+    "  asm volatile(\"ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\\n\"\n"
+    "               : \"=r\"(r[0]), \"=r\"(r[1]), \"=r\"(r[2]), \"=r\"(r[3]) : \"r\"(addr) : \"memory\");\n"
+    "}\n"
+    "__device__ __forceinline__ void tc_ldm4t(unsigned *r, unsigned addr) {\n"
+    "  asm volatile(\"ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\\n\"\n"
+    "               : \"=r\"(r[0]), \"=r\"(r[1]), \"=r\"(r[2]), \"=r\"(r[3]) : \"r\"(addr) : \"memory\");\n"
+    "}\n"
+    "#define TC_MMA(NAME, T) \\\n"
+    "__device__ __forceinline__ void NAME(float *d, const unsigned *a, const unsigned *b) { \\\n"
+    "  asm(\"mma.sync.aligned.m16n8k16.row.col.f32.\" T \".\" T \".f32 \" \\\n"
+    "      \"{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\\n\" \\\n"
+    "      : \"+f\"(d[0]), \"+f\"(d[1]), \"+f\"(d[2]), \"+f\"(d[3]) \\\n"
+    "      : \"r\"(a[0]), \"r\"(a[1]), \"r\"(a[2]), \"r\"(a[3]), \"r\"(b[0]), \"r\"(b[1])); \\\n"
+    "}\n"
+    "TC_MMA(tc_mma_bf16, \"bf16\")\n"
+    "TC_MMA(tc_mma_f16, \"f16\")\n"
+    "#endif\n";
+
+/* The load of a 16-bit float that p is (widened to float32, or not). */
+static const IRExpr *half_load(const IRExpr *p) {
+  if (p->kind == IR_CAST && p->type == TC_FLOAT32)
+    p = p->a;
+  if (p->kind != IR_LOAD || p->nidx != 1 || p->type != p->buf->dtype)
+    return NULL;
+  return p->buf->dtype == TC_FLOAT16 || p->buf->dtype == TC_BFLOAT16 ? p : NULL;
+}
+
+/* Whether t (find_tiled's) multiplies two loads of one 16-bit float type
+ * into a float32 sum: what the tensor cores compute exactly. */
+static bool is_mma(const Tiled *t) {
+  const IRExpr *r = t->rhs, *a = half_load(t->pa), *b = half_load(t->pb);
+  return t->h->acc->type == TC_FLOAT32 && r->kind == IR_BIN && r->op == OP_MUL &&
+         r->type == TC_FLOAT32 && a && b && a->buf->dtype == b->buf->dtype;
+}
+
+/* Whether integer e is affine in u and v: sums of terms free of both and of
+ * u or v times factors free of both (coefficients that stay fixed while a
+ * tile is filled). */
+static bool is_affine2(const IRExpr *e, const IRVar *u, const IRVar *v) {
+  bool has_u = ir_uses_var(e, u), has_v = ir_uses_var(e, v);
+  if ((!has_u && !has_v) || is_var_expr(e, u) || is_var_expr(e, v))
+    return true;
+  if (e->kind == IR_CAST)
+    return dtype_info[e->type].is_int && dtype_info[e->a->type].is_int &&
+           dtype_info[e->type].bits == 64 && is_affine2(e->a, u, v);
+  if (e->kind == IR_UN)
+    return e->op == OP_NEG && is_affine2(e->a, u, v);
+  if (e->kind != IR_BIN)
+    return false;
+  if (e->op == OP_ADD || e->op == OP_SUB)
+    return is_affine2(e->a, u, v) && is_affine2(e->b, u, v);
+  if (e->op != OP_MUL)
+    return false;
+  bool a_free = !ir_uses_var(e->a, u) && !ir_uses_var(e->a, v);
+  bool b_free = !ir_uses_var(e->b, u) && !ir_uses_var(e->b, v);
+  return (a_free && is_affine2(e->b, u, v)) || (b_free && is_affine2(e->a, u, v));
+}
+
+/* One operand of the tensor-core kernel. */
+typedef struct MmaOperand {
+  const IRExpr *load;  /* the 16-bit load */
+  const IRStmt *L, *K; /* its m (or n) loop, the k loop */
+  const char *arr, *tile, *tag;
+  bool kfast;          /* shared tile [m][k] (else [k][m]) */
+  bool affine;         /* its subscript is affine in m and k: 16-byte copies */
+} MmaOperand;
+
+/* `DST = <o's subscript>`, with F's variable at `at` when not NULL. */
+static void emit_index_at(Emit *E, Buf *b, const MmaOperand *o, const IRStmt *F, const char *at,
+                          const char *dst, int ind) {
+  buf_indent(b, ind);
+  if (at)
+    buf_printf(b, "{ const tc_i64 tc_f = %s; const tc_i64 %s = tc_f; ", at, F->var->name);
+  buf_printf(b, "%s = ", dst);
+  emit_subscript(E, b, o->load->idx[0]);
+  buf_puts(b, at ? "; }\n" : ";\n");
+}
+
+/* The run of 8 elements a thread fills (q: its first or second) at row
+ * tc_r, k offset tc_kk of the tile, and the loops' variables there (k from
+ * `kbase`). */
+static void emit_mma_run(Emit *E, Buf *b, const MmaOperand *o, const char *kbase, int ind) {
+  buf_indent(b, ind);
+  if (o->kfast)
+    buf_puts(b, "const int tc_l = threadIdx.x + 256 * tc_q, tc_r = tc_l >> 2, tc_kk = (tc_l & 3) * 8;\n");
+  else
+    buf_puts(b, "const int tc_l = threadIdx.x + 256 * tc_q, tc_kk = tc_l >> 4, tc_r = (tc_l & 15) * 8;\n");
+  emit_tile_var(E, b, o->L, o->tile, "tc_r", ind);
+  buf_indent(b, ind);
+  buf_printf(b, "const tc_i64 %s = ", o->K->var->name);
+  emit_expr(E, b, o->K->lo);
+  buf_printf(b, " + %s + tc_kk;\n", kbase);
+}
+
+/* Per tile, where the subscript is affine: for each of the thread's runs,
+ * its offset at the first k step (tc_o<tag>), whether it is in range along
+ * m (or n), contiguous and 16-byte aligned (tc_ok<tag>), and the offset's
+ * step per k step (tc_d<tag>). */
+static void emit_mma_setup(Emit *E, Buf *b, const MmaOperand *o, int ind) {
+  if (!o->affine)
+    return;
+  const IRStmt *F = o->kfast ? o->K : o->L;
+  char at[256];
+  buf_indent(b, ind);
+  buf_printf(b, "tc_i64 tc_o%s[2], tc_d%s = 0;\n", o->tag, o->tag);
+  buf_indent(b, ind);
+  buf_printf(b, "bool tc_ok%s[2];\n", o->tag);
+  buf_indent(b, ind);
+  buf_puts(b, "#pragma unroll\n");
+  buf_indent(b, ind);
+  buf_puts(b, "for (int tc_q = 0; tc_q < 2; tc_q++) {\n");
+  emit_mma_run(E, b, o, "0", ind + 1);
+  buf_indent(b, ind + 1);
+  buf_puts(b, "tc_i64 tc_i7;\n");
+  char dst[32];
+  snprintf(dst, sizeof dst, "tc_o%s[tc_q]", o->tag);
+  emit_index_at(E, b, o, F, NULL, dst, ind + 1);
+  snprintf(at, sizeof at, "%s + 7", F->var->name);
+  emit_index_at(E, b, o, F, at, "tc_i7", ind + 1);
+  snprintf(at, sizeof at, "%s + %d", o->K->var->name, MMA_K);
+  snprintf(dst, sizeof dst, "tc_d%s", o->tag);
+  emit_index_at(E, b, o, o->K, at, dst, ind + 1);
+  buf_indent(b, ind + 1);
+  buf_printf(b, "tc_d%s -= tc_o%s[tc_q];\n", o->tag, o->tag);
+  buf_indent(b, ind + 1);
+  buf_printf(b, "tc_ok%s[tc_q] = %s%s < ", o->tag, o->L->var->name, o->kfast ? "" : " + 7");
+  emit_end(E, b, o->L);
+  buf_printf(b, " && (tc_u64)(tc_i7 - tc_o%s[tc_q]) == 7 && "
+                "((unsigned long long)(%s + tc_o%s[tc_q]) & 15) == 0;\n",
+             o->tag, o->load->buf->name, o->tag);
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+/* Fills shared stage `stage` of o's tile with k step `step` (k from
+ * `kbase`): 2 runs of 8 elements per thread, each one 16-byte cp.async
+ * (tc_ok) or 8 loads, zero out of range. */
+static void emit_mma_fetch(Emit *E, Buf *b, const MmaOperand *o, const char *stage,
+                           const char *step, const char *kbase, int ind) {
+  const IRStmt *F = o->kfast ? o->K : o->L;
+  const char *buf = o->load->buf->name;
+  buf_indent(b, ind);
+  buf_puts(b, "#pragma unroll\n");
+  buf_indent(b, ind);
+  buf_puts(b, "for (int tc_q = 0; tc_q < 2; tc_q++) {\n");
+  emit_mma_run(E, b, o, kbase, ind + 1);
+  buf_indent(b, ind + 1);
+  if (o->kfast)
+    buf_printf(b, "tc_u16 *tc_dst = &%s[%s][tc_r][tc_kk];\n", o->arr, stage);
+  else
+    buf_printf(b, "tc_u16 *tc_dst = &%s[%s][tc_kk][tc_r];\n", o->arr, stage);
+  buf_indent(b, ind + 1);
+  if (o->affine) {
+    /* the offset is o + step * d modulo 2^64 (2^32 in the narrow variant,
+     * where every offset in range fits in int32) */
+    buf_printf(b, "if (tc_ok%s[tc_q] && %s%s < ", o->tag, o->K->var->name, o->kfast ? " + 7" : "");
+    emit_end(E, b, o->K);
+    buf_printf(b, ") {\n");
+    buf_indent(b, ind + 2);
+    buf_printf(b, "const tc_u64 tc_u = (tc_u64)tc_o%s[tc_q] + (tc_u64)(%s) * (tc_u64)tc_d%s;\n",
+               o->tag, step, o->tag);
+    buf_indent(b, ind + 2);
+    buf_printf(b, "tc_cp16(tc_saddr(tc_dst), %s + (tc_w ? (tc_i64)tc_u : (tc_i64)(tc_i32)(tc_u32)tc_u));\n",
+               buf);
+    buf_indent(b, ind + 1);
+    buf_puts(b, "} else ");
+  }
+  buf_puts(b, "{\n");
+  buf_indent(b, ind + 2);
+  buf_puts(b, "unsigned tc_e[8];\n");
+  buf_indent(b, ind + 2);
+  buf_puts(b, "#pragma unroll\n");
+  buf_indent(b, ind + 2);
+  buf_printf(b, "for (int tc_j = 0; tc_j < 8; tc_j++) {\n");
+  buf_indent(b, ind + 3);
+  buf_printf(b, "const tc_i64 tc_f = %s + tc_j;\n", F->var->name);
+  buf_indent(b, ind + 3);
+  buf_printf(b, "const tc_i64 %s = tc_f;\n", F->var->name);
+  buf_indent(b, ind + 3);
+  buf_printf(b, "tc_e[tc_j] = (%s < ", o->L->var->name);
+  emit_end(E, b, o->L);
+  buf_printf(b, " && %s < ", o->K->var->name);
+  emit_end(E, b, o->K);
+  buf_printf(b, ") ? (unsigned)%s[", buf);
+  emit_subscript(E, b, o->load->idx[0]);
+  buf_puts(b, "] : 0u;\n");
+  buf_indent(b, ind + 2);
+  buf_puts(b, "}\n");
+  buf_indent(b, ind + 2);
+  buf_puts(b, "*(uint4 *)tc_dst = make_uint4(tc_e[0] | tc_e[1] << 16, tc_e[2] | tc_e[3] << 16,\n");
+  buf_indent(b, ind + 2);
+  buf_puts(b, "                              tc_e[4] | tc_e[5] << 16, tc_e[6] | tc_e[7] << 16);\n");
+  buf_indent(b, ind + 1);
+  buf_puts(b, "}\n");
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+/* ldmatrix addresses of warp tile `sub` (0..3) at k offset tc_kk of stage
+ * tc_s: A's four 8x8 pieces (m 0-7, 8-15) x (k 0-7, 8-15) in a0..a7 order;
+ * B's two n8 tiles' (k 0-7, 8-15) pieces. */
+static void emit_mma_frag(Buf *b, const MmaOperand *o, bool is_a, int ind) {
+  const char *off = is_a ? "tc_wm + tc_t * 16" : "tc_wn + tc_t * 16";
+  /* which 8 of the 16 rows (m/n) and which 8 of k this lane's row is in */
+  const char *mn8 = is_a ? "((tc_lane >> 3) & 1) * 8" : "(tc_lane >> 4) * 8";
+  const char *k8 = is_a ? "(tc_lane >> 4) * 8" : "((tc_lane >> 3) & 1) * 8";
+  buf_indent(b, ind);
+  if (o->kfast)
+    buf_printf(b, "tc_ldm4(tc_f%c[tc_t], tc_saddr(&%s[tc_s][%s + (tc_lane & 7) + %s][tc_kk + %s]));\n",
+               is_a ? 'a' : 'b', o->arr, off, mn8, k8);
+  else
+    buf_printf(b, "tc_ldm4t(tc_f%c[tc_t], tc_saddr(&%s[tc_s][tc_kk + (tc_lane & 7) + %s][%s + %s]));\n",
+               is_a ? 'a' : 'b', o->arr, k8, off, mn8);
+}
+
+static void emit_mma_smem(Buf *b, const MmaOperand *o) {
+  if (o->kfast)
+    buf_printf(b, "  __shared__ __align__(16) tc_u16 %s[2][%d][%d];\n", o->arr, TILE, MMA_K + 8);
+  else
+    buf_printf(b, "  __shared__ __align__(16) tc_u16 %s[2][%d][%d];\n", o->arr, MMA_K, TILE + 8);
+}
+
+static GpuStep *kernel_mma(Emit *E, IRStmt *root, Tiled *t) {
+  int id = E->plan->nkernels++;
+  begin_kernel(E, GK_TILED);
+  MmaOperand A = {half_load(t->pa), t->mloop, t->kloop, "tc_As", "tc_bm", "A", t->h->a_kfast, false};
+  MmaOperand B = {half_load(t->pb), t->nloop, t->kloop, "tc_Bs", "tc_bn", "B", t->h->b_kfast, false};
+  A.affine = is_affine2(A.load->idx[0], A.L->var, A.K->var);
+  B.affine = is_affine2(B.load->idx[0], B.L->var, B.K->var);
+  bool bf = A.load->buf->dtype == TC_BFLOAT16;
+  buf_puts(&E->kernels, mma_text);
+  Buf b = {0};
+  emit_mma_smem(&b, &A);
+  emit_mma_smem(&b, &B);
+  buf_puts(&b, "  const int tc_lane = threadIdx.x & 31, tc_warp = threadIdx.x >> 5;\n"
+               "  const int tc_wm = (tc_warp >> 2) * 64, tc_wn = (tc_warp & 3) * 32;\n");
+  IRExpr *nb = emit_tile_loops(E, &b, t, MMA_K);
+  buf_puts(&b, "      float tc_c[4][4][4];\n"
+               "#pragma unroll\n"
+               "      for (int tc_i = 0; tc_i < 64; tc_i++) tc_c[tc_i >> 4][(tc_i >> 2) & 3][tc_i & 3] = 0.0f;\n");
+  /* stage 0, then each step: the next step's copies, wait for this one's,
+   * multiply it */
+  emit_mma_setup(E, &b, &A, 3);
+  emit_mma_setup(E, &b, &B, 3);
+  emit_mma_fetch(E, &b, &A, "0", "0", "0", 3);
+  emit_mma_fetch(E, &b, &B, "0", "0", "0", 3);
+  buf_printf(&b, "      tc_cp_commit();\n"
+                 "      for (tc_i64 tc_kt = 0; tc_kt < tc_nk; tc_kt++) {\n"
+                 "        const int tc_s = (int)(tc_kt & 1);\n"
+                 "        if (tc_kt + 1 < tc_nk) {\n"
+                 "          const tc_i64 tc_k1 = (tc_kt + 1) * %d;\n",
+             MMA_K);
+  emit_mma_fetch(E, &b, &A, "tc_s ^ 1", "tc_kt + 1", "tc_k1", 5);
+  emit_mma_fetch(E, &b, &B, "tc_s ^ 1", "tc_kt + 1", "tc_k1", 5);
+  buf_printf(&b, "        }\n"
+                 "        tc_cp_commit();\n"
+                 "        tc_cp_wait1();\n"
+                 "        __syncthreads();\n"
+                 "#pragma unroll\n"
+                 "        for (int tc_kk = 0; tc_kk < %d; tc_kk += 16) {\n"
+                 "          unsigned tc_fa[4][4], tc_fb[2][4];\n"
+                 "#pragma unroll\n"
+                 "          for (int tc_t = 0; tc_t < 4; tc_t++)\n",
+             MMA_K);
+  emit_mma_frag(&b, &A, true, 6);
+  buf_puts(&b, "#pragma unroll\n          for (int tc_t = 0; tc_t < 2; tc_t++)\n");
+  emit_mma_frag(&b, &B, false, 6);
+  buf_printf(&b, "#pragma unroll\n"
+                 "          for (int tc_i = 0; tc_i < 4; tc_i++)\n"
+                 "#pragma unroll\n"
+                 "            for (int tc_j = 0; tc_j < 4; tc_j++)\n"
+                 "              %s(tc_c[tc_i][tc_j], tc_fa[tc_i], &tc_fb[tc_j >> 1][(tc_j & 1) * 2]);\n"
+                 "        }\n"
+                 "        __syncthreads();\n"
+                 "      }\n",
+             bf ? "tc_mma_bf16" : "tc_mma_f16");
+  /* the epilogue, per output: c0 c1 at row lane/4, columns 2 (lane%4) + 0, 1; c2 c3 8 rows down */
+  buf_puts(&b, "#pragma unroll\n      for (int tc_i = 0; tc_i < 64; tc_i++) {\n");
+  emit_tile_var(E, &b, t->mloop, "tc_bm",
+                "tc_wm + (tc_i >> 4) * 16 + (tc_lane >> 2) + ((tc_i >> 1) & 1) * 8", 4);
+  emit_tile_var(E, &b, t->nloop, "tc_bn",
+                "tc_wn + ((tc_i >> 2) & 3) * 8 + (tc_lane & 3) * 2 + (tc_i & 1)", 4);
+  emit_tile_store(E, &b, t, "tc_c[tc_i >> 4][(tc_i >> 2) & 3][tc_i & 3]", TC_FLOAT32, 4);
+  buf_puts(&b, "      }\n    }\n  }\n  }\n");
+  finish_kernel_minb(E, id, 256, MMA_MINB, &root, 1, &b, nb, NULL);
+  return tiled_step(E, id, nb, t);
+}
+
+/* ---- the implicit GEMM (convolutions) ---- */
+
+/* A conv-hinted kernel (schedule_gpu.c) as a matrix product: M the output
+ * positions (the kernel loops read by one factor A only: n, h, w), N the
+ * output channels (read by the other factor B only: f), K the reduction
+ * loops (c, kh, kw), collapsed in loop order; the loops both factors or
+ * neither read (a group) run on blockIdx.z.  Each k step gathers a TM x
+ * CONV_K tile of A and a TN x CONV_K tile of B into shared memory by
+ * evaluating the factors' own expressions (a boundary condition stays a
+ * predicated load of zero), the next step's tiles fetched into registers
+ * meanwhile; each thread accumulates RM x RN outputs with FMAs.  A thread
+ * gathers fixed rows of A and B for the whole tile, their m and n
+ * decompositions done once per tile, the k decomposition once per step. */
+
+enum { CONV_K = 8, CONV_NARROW = 16 }; /* k step; n extents up to CONV_NARROW take the narrow tile */
+
+typedef struct ConvCfg {
+  int tm, tn, rm, rn; /* the block's tile, a thread's tile (multiples of 4) */
+} ConvCfg;
+
+typedef struct Conv {
+  const GpuHint *h;
+  KernelShape m, n, z, k;      /* the loops of each dimension, outermost first */
+  const IRStmt *decl;          /* acc = init */
+  IRStmt **epi;                /* after the reduction */
+  int nepi;
+  const IRExpr *rhs, *pa, *pb; /* acc = acc + rhs; pa, pb: its factors */
+} Conv;
+
+enum { CONV_MAXL = (int)(sizeof ((KernelShape *)0)->blocks / sizeof(IRStmt *)) };
+
+/* The kernel's loops sorted into M, N and z by which factor reads them. */
+static bool conv_classify(IRStmt **loops, int n, Conv *cv) {
+  const IRVar *inner = loops[n - 1]->var;
+  const IRExpr *p = strip(cv->rhs);
+  bool swap = ir_uses_var(p->b, inner) && !ir_uses_var(p->a, inner);
+  cv->pa = swap ? p->b : p->a;
+  cv->pb = swap ? p->a : p->b;
+  for (int i = 0; i < n; i++) {
+    bool a = ir_uses_var(cv->pa, loops[i]->var), b = ir_uses_var(cv->pb, loops[i]->var);
+    KernelShape *to = a && !b ? &cv->m : b && !a ? &cv->n : &cv->z;
+    to->blocks[to->nblocks++] = loops[i];
+  }
+  return cv->m.nblocks > 0 && cv->n.nblocks > 0;
+}
+
+/* Finds the hinted implicit GEMM in the kernel at `root`, or false. */
+static bool find_conv(Emit *E, IRStmt *root, Conv *cv) {
+  memset(cv, 0, sizeof *cv);
+  for (const GpuHint *h = E->f->gpu; h && !cv->h; h = h->next)
+    if (h->conv && h->root == root->var)
+      cv->h = h;
+  if (!cv->h || !dtype_is_float(cv->h->acc->type))
+    return false;
+  IRStmt *loops[CONV_MAXL];
+  int nl = 0;
+  IRStmt *s = unwrap(root);
+  for (; is_gpu_loop(s) && nl < CONV_MAXL; s = unwrap(s->body)) {
+    if (!is_host_expr(s->lo) || !is_host_expr(s->extent))
+      return false;
+    loops[nl++] = s;
+  }
+  if (nl == 0 || !s || s->kind != S_BLOCK || s->n < 3)
+    return false;
+  cv->decl = s->stmts[0];
+  if (cv->decl->kind != S_DECL || cv->decl->var != cv->h->acc)
+    return false;
+  IRStmt *u = s->stmts[1];
+  for (; u && u->kind == S_FOR && !is_gpu_loop(u) && cv->k.nblocks < CONV_MAXL;
+       u = unwrap(u->body)) {
+    if (!is_host_expr(u->lo) || !is_host_expr(u->extent))
+      return false;
+    cv->k.blocks[cv->k.nblocks++] = u;
+  }
+  const IRVar *acc = cv->h->acc;
+  if (cv->k.nblocks == 0 || !u || u->kind != S_ASSIGN || u->var != acc ||
+      u->value->kind != IR_BIN || u->value->op != OP_ADD || !is_var_expr(u->value->a, acc) ||
+      ir_uses_var(u->value->b, acc))
+    return false;
+  cv->rhs = u->value->b;
+  const IRExpr *p = strip(cv->rhs);
+  if (!p || p->kind != IR_BIN || p->op != OP_MUL || !conv_classify(loops, nl, cv))
+    return false;
+  if (ir_has_kind(cv->pa, IR_FAIL) || ir_has_kind(cv->pb, IR_FAIL) || ir_uses_local(cv->pa) ||
+      ir_uses_local(cv->pb))
+    return false;
+  cv->epi = s->stmts + 2;
+  cv->nepi = s->n - 2;
+  for (int i = 0; i < cv->nepi; i++) {
+    if (stmt_has_thread_loop(cv->epi[i]) || cv->epi[i]->kind == S_FOR)
+      return false;
+    for (int j = 0; j < cv->k.nblocks; j++)
+      if (stmt_uses_var(cv->epi[i], cv->k.blocks[j]->var))
+        return false;
+  }
+  return true;
+}
+
+/* The product of the extents of a dimension's loops (1 for none). */
+static IRExpr *conv_count(Emit *E, const KernelShape *k) {
+  IRExpr *n = outer_count(E, k);
+  return n ? n : ir_i64(E->c, 1);
+}
+
+/* A boundary condition's `e >= 0 && e < n` with n a size or a shape (never
+ * negative) as the one unsigned compare (uint64)e < (uint64)n: the same
+ * truth value, half the 64-bit compares in a gather. */
+static IRExpr *range_compares(Ctx *c, void *st, IRExpr *e) {
+  e = ir_mutate_expr_children(c, e, range_compares, st);
+  if (e->kind != IR_BIN || e->op != OP_AND)
+    return e;
+  const IRExpr *lo = e->a, *hi = e->b;
+  int64_t zero;
+  if (lo->kind != IR_BIN || lo->op != OP_GE || hi->kind != IR_BIN || hi->op != OP_LT ||
+      lo->a->type != TC_INT64 || !ir_is_const(lo->b, &zero) || zero != 0 ||
+      !ir_equal(lo->a, hi->a) || hi->b->kind != IR_VAR ||
+      (hi->b->var->kind != VAR_SHAPE && hi->b->var->kind != VAR_SIZE))
+    return e;
+  return ir_bin(c, OP_LT, ir_cast(c, TC_UINT64, lo->a), ir_cast(c, TC_UINT64, hi->b));
+}
+
+/* A factor prepared for gathering: its integer arithmetic that mixes the
+ * row's loops (m or n) with the k loops, split exactly into a row part and a
+ * k part (int64 + - * wrap around: a ring, so distributing and regrouping
+ * changes no value).  The row parts are computed once per row and tile, the
+ * k parts once per k value and step; an element then costs one addition per
+ * split (a subscript, a boundary compare's operand). */
+enum { MAX_SPLITS = 8 };
+
+typedef struct Gather {
+  const KernelShape *k;           /* the k loops */
+  char op;                        /* 'a' or 'b': names */
+  const IRExpr *f;                /* the factor */
+  IRExpr *g;                      /* f with its splits replaced by row + k variables */
+  IRExpr *m[MAX_SPLITS], *kp[MAX_SPLITS];
+  IRVar *vm[MAX_SPLITS], *vk[MAX_SPLITS];
+  int n;
+  Emit *E;
+} Gather;
+
+static bool in_shape(const KernelShape *ks, const IRVar *v) {
+  for (int i = 0; i < ks->nblocks; i++)
+    if (ks->blocks[i]->var == v)
+      return true;
+  return false;
+}
+
+/* Whether e uses a k loop (*in) and another loop or a local (*out). */
+static void scan_vars(const IRExpr *e, const KernelShape *ks, bool *in, bool *out) {
+  if (!e)
+    return;
+  if (e->kind == IR_VAR && (e->var->kind == VAR_LOOP || e->var->kind == VAR_LOCAL)) {
+    if (in_shape(ks, e->var))
+      *in = true;
+    else
+      *out = true;
+  }
+  for (int i = 0; i < e->nidx; i++)
+    scan_vars(e->idx[i], ks, in, out);
+  for (int i = 0; i < e->nargs; i++)
+    scan_vars(e->args[i], ks, in, out);
+  scan_vars(e->a, ks, in, out);
+  scan_vars(e->b, ks, in, out);
+  scan_vars(e->c, ks, in, out);
+}
+
+static IRExpr *part_op(Ctx *c, BinOp op, IRExpr *x, IRExpr *y) {
+  if (!y)
+    return x;
+  if (!x)
+    return op == OP_SUB ? ir_un(c, OP_NEG, y) : y;
+  return ir_bin(c, op, x, y);
+}
+
+/* e as *m + *k (NULL: zero), *m free of the k loops, *k free of the
+ * others; false where a product mixes them. */
+static bool split_expr(Ctx *c, IRExpr *e, const KernelShape *ks, IRExpr **m, IRExpr **k) {
+  bool in = false, out = false;
+  scan_vars(e, ks, &in, &out);
+  *m = *k = NULL;
+  if (!in || !out) {
+    *(in ? k : m) = e;
+    return true;
+  }
+  if (e->type != TC_INT64)
+    return false;
+  IRExpr *am, *ak, *bm, *bk;
+  if (e->kind == IR_BIN && (e->op == OP_ADD || e->op == OP_SUB)) {
+    if (!split_expr(c, e->a, ks, &am, &ak) || !split_expr(c, e->b, ks, &bm, &bk))
+      return false;
+    *m = part_op(c, (BinOp)e->op, am, bm);
+    *k = part_op(c, (BinOp)e->op, ak, bk);
+    return true;
+  }
+  if (e->kind == IR_UN && e->op == OP_NEG) {
+    if (!split_expr(c, e->a, ks, &am, &ak))
+      return false;
+    *m = am ? ir_un(c, OP_NEG, am) : NULL;
+    *k = ak ? ir_un(c, OP_NEG, ak) : NULL;
+    return true;
+  }
+  if (e->kind == IR_BIN && e->op == OP_MUL) {
+    for (int side = 0; side < 2; side++) { /* a factor of no loop: distributed */
+      IRExpr *x = side ? e->a : e->b, *y = side ? e->b : e->a;
+      bool xi = false, xo = false;
+      scan_vars(x, ks, &xi, &xo);
+      if (xi || xo || !split_expr(c, y, ks, &am, &ak))
+        continue;
+      *m = am ? ir_mul(c, am, x) : NULL;
+      *k = ak ? ir_mul(c, ak, x) : NULL;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* The outermost integer subexpressions that mix the row's loops and the k
+ * loops and split, replaced by `row part + k part` variables. */
+static IRExpr *split_walk(Ctx *c, void *st, IRExpr *e) {
+  Gather *G = st;
+  bool in = false, out = false;
+  scan_vars(e, G->k, &in, &out);
+  if (!in || !out)
+    return e;
+  IRExpr *m, *k;
+  if (G->n < MAX_SPLITS && e->type == TC_INT64 && split_expr(c, e, G->k, &m, &k) && m && k) {
+    int i = G->n++;
+    G->m[i] = m;
+    G->kp[i] = k;
+    G->vm[i] = ir_new_var(c, arena_printf(c->arena, "tc_sm%c%d", G->op, i), VAR_LOCAL, TC_INT64);
+    G->vk[i] = ir_new_var(c, arena_printf(c->arena, "tc_sk%c%d", G->op, i), VAR_LOCAL, TC_INT64);
+    return ir_add(c, ir_var(c, G->vm[i]), ir_var(c, G->vk[i]));
+  }
+  return ir_mutate_expr_children(c, e, split_walk, st);
+}
+
+static void new_gather(Emit *E, Gather *G, const IRExpr *f, const KernelShape *k, char op) {
+  memset(G, 0, sizeof *G);
+  G->E = E;
+  G->k = k;
+  G->op = op;
+  G->f = f;
+  G->g = split_walk(E->c, G, range_compares(E->c, NULL, (IRExpr *)f));
+}
+
+/* Row p of a thread's share of a tile, at index `at` of the dimension:
+ * whether it is in range (tc_<op><p>ok), its loops' values (tc_<op><p>_<i>)
+ * and the row parts of the factor's splits (tc_<op><p>_s<i>). */
+static void conv_row(Emit *E, Buf *b, const KernelShape *d, const Gather *G, int p, const char *at,
+                     const char *count) {
+  char op = G->op;
+  for (int i = 0; i < d->nblocks; i++)
+    buf_printf(b, "      tc_i64 tc_%c%d_%d;\n", op, p, i);
+  for (int i = 0; i < G->n; i++)
+    buf_printf(b, "      tc_i64 tc_%c%d_s%d;\n", op, p, i);
+  buf_printf(b, "      bool tc_%c%dok;\n      {\n        const tc_i64 tc_at = %s;\n", op, p, at);
+  buf_printf(b, "        tc_%c%dok = tc_at < %s;\n", op, p, count);
+  emit_decompose(E, b, d, "tc_at", 4);
+  for (int i = 0; i < d->nblocks; i++)
+    buf_printf(b, "        tc_%c%d_%d = %s;\n", op, p, i, d->blocks[i]->var->name);
+  for (int i = 0; i < G->n; i++) {
+    buf_printf(b, "        tc_%c%d_s%d = ", op, p, i);
+    emit_bare(E, b, G->m[i]);
+    buf_puts(b, ";\n");
+  }
+  buf_puts(b, "      }\n");
+}
+
+/* One factor's row p: its loops' values and row parts from the saved ones,
+ * then regs[slot] = the factor (zero outside the tile). */
+static void conv_gather(Emit *E, Buf *b, const KernelShape *d, const Gather *G, int p,
+                        const char *slot, int ind) {
+  char op = G->op;
+  buf_indent(b, ind);
+  buf_puts(b, "{\n");
+  for (int i = 0; i < d->nblocks; i++) {
+    buf_indent(b, ind + 1);
+    buf_printf(b, "const tc_i64 %s = tc_%c%d_%d;\n", d->blocks[i]->var->name, op, p, i);
+  }
+  for (int i = 0; i < G->n; i++) {
+    buf_indent(b, ind + 1);
+    buf_printf(b, "const tc_i64 %s = tc_%c%d_s%d;\n", G->vm[i]->name, op, p, i);
+  }
+  buf_indent(b, ind + 1);
+  buf_printf(b, "tc_r%c[%s] = (tc_%c%dok && tc_k < tc_kn) ? ", op, slot, op, p);
+  emit_expr(E, b, G->g);
+  buf_printf(b, " : (%s)0;\n", vtype(G->f->type));
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+/* The k decomposition at tc_k and the k parts of G's splits. */
+static void conv_kparts(Emit *E, Buf *b, const Conv *cv, const Gather *G, int ind) {
+  emit_decompose(E, b, &cv->k, "tc_k", ind);
+  for (int i = 0; i < G->n; i++) {
+    buf_indent(b, ind);
+    buf_printf(b, "const tc_i64 %s = ", G->vk[i]->name);
+    emit_bare(E, b, G->kp[i]);
+    buf_puts(b, ";\n");
+  }
+}
+
+/* The fetch of conv_fetch, k computed as `wrap`(k) ("%s": as is). */
+static void conv_fetch_as(Emit *E, Buf *b, const Conv *cv, const Gather *ga, const Gather *gb,
+                          const ConvCfg *g, int nt, const char *kb, const char *wrap, int ind) {
+  int ar = g->tm / nt, br = g->tn * CONV_K / nt;
+  buf_indent(b, ind);
+  buf_printf(b, "#pragma unroll\n");
+  buf_indent(b, ind);
+  buf_printf(b, "for (int tc_q = 0; tc_q < %d; tc_q++) {\n", CONV_K);
+  buf_indent(b, ind + 1);
+  buf_puts(b, "const tc_i64 tc_k = ");
+  buf_printf(b, wrap, arena_printf(E->c->arena, "%s + tc_q", kb));
+  buf_puts(b, ";\n");
+  conv_kparts(E, b, cv, ga, ind + 1);
+  for (int p = 0; p < ar; p++)
+    conv_gather(E, b, &cv->m, ga, p, arena_printf(E->c->arena, "%d * %d + tc_q", p, CONV_K), ind + 1);
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+  buf_indent(b, ind);
+  buf_puts(b, "{\n");
+  buf_indent(b, ind + 1);
+  buf_puts(b, "const tc_i64 tc_k = ");
+  buf_printf(b, wrap, arena_printf(E->c->arena, "%s + threadIdx.x %% %d", kb, CONV_K));
+  buf_puts(b, ";\n");
+  conv_kparts(E, b, cv, gb, ind + 1);
+  for (int p = 0; p < br; p++)
+    conv_gather(E, b, &cv->n, gb, p, arena_printf(E->c->arena, "%d", p), ind + 1);
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+/* Fetches the tiles of the k step at `kb` into registers tc_ra, tc_rb;
+ * while the step's k values fit in 32 bits (a uniform branch), k is given
+ * as a 32-bit value, so that its decomposition by constant extents needs
+ * no 64-bit division. */
+static void conv_fetch(Emit *E, Buf *b, const Conv *cv, const Gather *ga, const Gather *gb,
+                       const ConvCfg *g, int nt, const char *kb, int ind) {
+  buf_indent(b, ind);
+  buf_printf(b, "if (%s + %d <= 0xffffffffll) {\n", kb, CONV_K);
+  conv_fetch_as(E, b, cv, ga, gb, g, nt, kb, "(tc_i64)(tc_u32)(%s)", ind + 1);
+  buf_indent(b, ind);
+  buf_puts(b, "} else {\n");
+  conv_fetch_as(E, b, cv, ga, gb, g, nt, kb, "%s", ind + 1);
+  buf_indent(b, ind);
+  buf_puts(b, "}\n");
+}
+
+/* The registers into the shared tiles. */
+static void conv_put(Buf *b, const ConvCfg *g, int nt, int ind) {
+  int ar = g->tm / nt, br = g->tn * CONV_K / nt;
+  for (int p = 0; p < ar; p++) {
+    buf_indent(b, ind);
+    buf_printf(b, "#pragma unroll\n");
+    buf_indent(b, ind);
+    buf_printf(b, "for (int tc_q = 0; tc_q < %d; tc_q++) tc_As[tc_q][threadIdx.x + %d] = tc_ra[%d + tc_q];\n",
+               CONV_K, p * nt, p * CONV_K);
+  }
+  for (int p = 0; p < br; p++) {
+    buf_indent(b, ind);
+    buf_printf(b, "tc_Bs[threadIdx.x %% %d][threadIdx.x / %d + %d] = tc_rb[%d];\n", CONV_K, CONV_K,
+               p * (nt / CONV_K), p);
+  }
+}
+
+/* A thread's `r` values of a tile row from shared memory: groups of 4 at
+ * 4 * t + 4 * T * group (float4 reads for float32). */
+static void conv_read(Buf *b, tc_dtype t, const char *arr, const char *reg, int r, int T,
+                      const char *tv) {
+  for (int h = 0; h < r / 4; h++) {
+    if (t == TC_FLOAT32)
+      buf_printf(b,
+                 "          { const float4 tc_v = *(const float4 *)&%s[tc_kk][%d + 4 * %s];\n"
+                 "            %s[%d] = tc_v.x; %s[%d] = tc_v.y; %s[%d] = tc_v.z; %s[%d] = tc_v.w; }\n",
+                 arr, 4 * T * h, tv, reg, 4 * h, reg, 4 * h + 1, reg, 4 * h + 2, reg, 4 * h + 3);
+    else
+      for (int i = 0; i < 4; i++)
+        buf_printf(b, "          %s[%d] = %s[tc_kk][%d + 4 * %s + %d];\n", reg, 4 * h + i, arr,
+                   4 * T * h, tv, i);
+  }
+}
+
+/* The inner product of one k step, in registers. */
+static void conv_product(Emit *E, Buf *b, const Conv *cv, const ConvCfg *g, int tx, int ty) {
+  Ctx *c = E->c;
+  tc_dtype at = cv->h->acc->type, ta = cv->pa->type, tb = cv->pb->type;
+  IRVar *va = ir_new_var(c, "tc_av", VAR_LOCAL, ta), *vb = ir_new_var(c, "tc_bv", VAR_LOCAL, tb);
+  IRVar *vc = ir_new_var(c, "tc_cv", VAR_LOCAL, at);
+  Factors fs = {cv->pa, cv->pb, ir_var(c, va), ir_var(c, vb)};
+  IRExpr *r = subst_factors(c, &fs, (IRExpr *)cv->rhs);
+  bool fma = (at == TC_FLOAT32 || at == TC_FLOAT64) && r->kind == IR_BIN && r->op == OP_MUL &&
+             r->type == at && strip(r->a) == r->a && strip(r->b) == r->b;
+  buf_printf(b,
+             "#pragma unroll\n"
+             "        for (int tc_kk = 0; tc_kk < %d; tc_kk++) {\n"
+             "          %s tc_a[%d];\n          %s tc_b[%d];\n",
+             CONV_K, vtype(ta), g->rm, vtype(tb), g->rn);
+  conv_read(b, ta, "tc_As", "tc_a", g->rm, ty, "tc_ty");
+  conv_read(b, tb, "tc_Bs", "tc_b", g->rn, tx, "tc_tx");
+  buf_printf(b,
+             "#pragma unroll\n"
+             "          for (int tc_i = 0; tc_i < %d; tc_i++)\n"
+             "#pragma unroll\n"
+             "            for (int tc_j = 0; tc_j < %d; tc_j++) {\n",
+             g->rm, g->rn);
+  if (fma) {
+    buf_printf(b, "              tc_c[tc_i][tc_j] = %s(tc_a[tc_i], tc_b[tc_j], tc_c[tc_i][tc_j]);\n",
+               at == TC_FLOAT32 ? "__fmaf_rn" : "__fma_rn");
+  } else {
+    buf_printf(b,
+               "              const %s tc_av = tc_a[tc_i];\n"
+               "              const %s tc_bv = tc_b[tc_j];\n"
+               "              %s &tc_cv = tc_c[tc_i][tc_j];\n              tc_cv = ",
+               vtype(ta), vtype(tb), vtype(at));
+    emit_bare(E, b, ir_bin(c, OP_ADD, ir_var(c, vc), r));
+    buf_puts(b, ";\n");
+  }
+  buf_puts(b, "            }\n        }\n");
+}
+
+/* The epilogue: per output in range, its loops' values, acc, the statements. */
+static void conv_epilogue(Emit *E, Buf *b, const Conv *cv, const ConvCfg *g, int tx, int ty) {
+  Ctx *c = E->c;
+  tc_dtype at = cv->h->acc->type;
+  buf_printf(b,
+             "#pragma unroll\n      for (int tc_i = 0; tc_i < %d; tc_i++) {\n"
+             "        const tc_i64 tc_m = tc_bm * %d + (tc_i / 4) * %d + 4 * tc_ty + tc_i %% 4;\n"
+             "        if (tc_m < tc_mm) {\n",
+             g->rm, g->tm, 4 * ty);
+  emit_decompose(E, b, &cv->m, "tc_m", 5);
+  buf_printf(b,
+             "#pragma unroll\n          for (int tc_j = 0; tc_j < %d; tc_j++) {\n"
+             "            const tc_i64 tc_n = tc_bn * %d + (tc_j / 4) * %d + 4 * tc_tx + tc_j %% 4;\n"
+             "            if (tc_n < tc_nn) {\n",
+             g->rn, g->tn, 4 * tx);
+  emit_decompose(E, b, &cv->n, "tc_n", 7);
+  buf_printf(b, "              %s &tc_cv = tc_c[tc_i][tc_j];\n", vtype(at));
+  IRVar *vc = ir_new_var(c, "tc_cv", VAR_LOCAL, at);
+  const IRExpr *init = cv->decl->value;
+  bool zero = init->kind == IR_FLOAT && init->fval == 0 && !signbit(init->fval);
+  IRStmt *d = ir_decl(c, (IRVar *)cv->h->acc,
+                      zero ? ir_var(c, vc) : ir_bin(c, OP_ADD, (IRExpr *)init, ir_var(c, vc)));
+  emit_list(E, b, &d, 1, 7, SC_THREAD);
+  emit_list(E, b, cv->epi, cv->nepi, 7, SC_THREAD);
+  buf_puts(b, "            }\n          }\n        }\n      }\n");
+}
+
+/* The implicit GEMM with tile g: a TILED launch (x: n tiles, y: m tiles). */
+static GpuStep *kernel_conv(Emit *E, IRStmt *root, const Conv *cv, const ConvCfg *g) {
+  Ctx *c = E->c;
+  int id = E->plan->nkernels++;
+  begin_kernel(E, GK_TILED);
+  int tx = g->tn / g->rn, ty = g->tm / g->rm, nt = tx * ty;
+  int ar = g->tm / nt, br = g->tn * CONV_K / nt;
+  IASSERT(c, g->tm % nt == 0 && nt % CONV_K == 0 && g->tn * CONV_K % nt == 0 && g->rm % 4 == 0 &&
+                 g->rn % 4 == 0);
+  tc_dtype at = cv->h->acc->type, ta = cv->pa->type, tb = cv->pb->type;
+  IRExpr *nm = conv_count(E, &cv->m), *nn = conv_count(E, &cv->n), *nk = conv_count(E, &cv->k);
+  IRExpr *nz = outer_count(E, &cv->z);
+  Buf b = {0};
+  buf_printf(&b,
+             "  __shared__ __align__(16) %s tc_As[%d][%d];\n"
+             "  __shared__ __align__(16) %s tc_Bs[%d][%d];\n"
+             "  const int tc_ty = threadIdx.x %% %d, tc_tx = threadIdx.x / %d;\n",
+             vtype(ta), CONV_K, g->tm, vtype(tb), CONV_K, g->tn + 4, ty, ty);
+  buf_puts(&b, "  const tc_i64 tc_mm = ");
+  emit_expr(E, &b, nm);
+  buf_puts(&b, ", tc_nn = ");
+  emit_expr(E, &b, nn);
+  buf_puts(&b, ", tc_kn = ");
+  emit_expr(E, &b, nk);
+  buf_puts(&b, ", tc_nz = ");
+  emit_expr(E, &b, nz ? nz : ir_i64(c, 1));
+  buf_printf(&b, ";\n  const tc_i64 tc_tm = (tc_mm + %d) / %d, tc_tn = (tc_nn + %d) / %d;\n",
+             g->tm - 1, g->tm, g->tn - 1, g->tn);
+  buf_puts(&b, "  for (tc_i64 tc_z = blockIdx.z; tc_z < tc_nz; tc_z += gridDim.z) {\n");
+  emit_decompose(E, &b, &cv->z, "tc_z", 2);
+  buf_puts(&b, "  for (tc_i64 tc_bm = blockIdx.y; tc_bm < tc_tm; tc_bm += gridDim.y) {\n"
+               "    for (tc_i64 tc_bn = blockIdx.x; tc_bn < tc_tn; tc_bn += gridDim.x) {\n");
+  buf_printf(&b, "      %s tc_c[%d][%d];\n      %s tc_ra[%d];\n      %s tc_rb[%d];\n", vtype(at),
+             g->rm, g->rn, vtype(ta), ar * CONV_K, vtype(tb), br);
+  buf_printf(&b,
+             "#pragma unroll\n      for (int tc_i = 0; tc_i < %d; tc_i++)\n"
+             "#pragma unroll\n        for (int tc_j = 0; tc_j < %d; tc_j++) tc_c[tc_i][tc_j] = ",
+             g->rm, g->rn);
+  emit_expr(E, &b, red_identity(c, OP_ADD, at));
+  buf_puts(&b, ";\n");
+  Gather ga, gb;
+  new_gather(E, &ga, cv->pa, &cv->k, 'a');
+  new_gather(E, &gb, cv->pb, &cv->k, 'b');
+  for (int p = 0; p < ar; p++)
+    conv_row(E, &b, &cv->m, &ga, p, arena_printf(c->arena, "tc_bm * %d + threadIdx.x + %d", g->tm, p * nt),
+             "tc_mm");
+  for (int p = 0; p < br; p++)
+    conv_row(E, &b, &cv->n, &gb, p,
+             arena_printf(c->arena, "tc_bn * %d + threadIdx.x / %d + %d", g->tn, CONV_K,
+                          p * (nt / CONV_K)),
+             "tc_nn");
+  conv_fetch(E, &b, cv, &ga, &gb, g, nt, "0", 3);
+  conv_put(&b, g, nt, 3);
+  buf_printf(&b, "      __syncthreads();\n"
+                 "      for (tc_i64 tc_k0 = 0; tc_k0 < tc_kn; tc_k0 += %d) {\n"
+                 "        const bool tc_more = tc_k0 + %d < tc_kn;\n"
+                 "        if (tc_more) {\n",
+                 CONV_K, CONV_K);
+  conv_fetch(E, &b, cv, &ga, &gb, g, nt, arena_printf(c->arena, "tc_k0 + %d", CONV_K), 5);
+  buf_puts(&b, "        }\n");
+  conv_product(E, &b, cv, g, tx, ty);
+  buf_puts(&b, "        __syncthreads();\n        if (tc_more) {\n");
+  conv_put(&b, g, nt, 5);
+  buf_puts(&b, "          __syncthreads();\n        }\n      }\n");
+  conv_epilogue(E, &b, cv, g, tx, ty);
+  buf_puts(&b, "    }\n  }\n  }\n");
+  finish_kernel_minb(E, id, nt, 1, &root, 1, &b, nz, NULL);
   GpuStep *st = new_step(E, GS_LAUNCH);
   st->kernel = id;
   st->gk = GK_TILED;
-  st->outer = nb;
-  st->inner = t->nloop->extent;
-  st->mid = t->mloop->extent;
-  st->threads = 256;
-  st->tile_m = st->tile_n = TILE;
+  st->outer = nz;
+  st->inner = nn;
+  st->mid = nm;
+  st->threads = nt;
+  st->tile_m = g->tm;
+  st->tile_n = g->tn;
+  return st;
+}
+
+/* The implicit GEMM, its tile chosen on the host by the n extent: a narrow
+ * one for few output channels (a group's), a wide one otherwise. */
+static GpuStep *kernel_conv_choice(Emit *E, IRStmt *root, const Conv *cv) {
+  static const ConvCfg narrow = {256, 16, 4, 8}, wide = {128, 64, 8, 8};
+  GpuStep *st = new_step(E, GS_IF);
+  st->cond = simplify_expr(E->c, ir_bin(E->c, OP_LE, conv_count(E, &cv->n), ir_i64(E->c, CONV_NARROW)));
+  st->then = kernel_conv(E, root, cv, &narrow);
+  st->els = kernel_conv(E, root, cv, &wide);
   return st;
 }
 
 static GpuStep *kernel_of(Emit *E, IRStmt *root) {
   Tiled t;
   if (find_tiled(E, root, &t))
-    return kernel_tiled(E, root, &t);
+    return is_mma(&t) ? kernel_mma(E, root, &t) : kernel_tiled(E, root, &t);
+  Conv cv;
+  if (find_conv(E, root, &cv))
+    return kernel_conv_choice(E, root, &cv);
   KernelShape k = kernel_shape(root);
   IRStmt *rest = unwrap(k.rest);
+  const IRStmt *st = pointwise_ok(E, rest, &k) ? stencil_store(E, &k, rest) : NULL;
+  if (st)
+    return kernel_stencil(E, root, &k, rest, st);
   if (pointwise_ok(E, rest, &k))
     return kernel_pointwise(E, root, &k, rest);
   for (int i = 0; i < k.nblocks; i++)

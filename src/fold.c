@@ -15,6 +15,12 @@
  * with exactly v, for one d.  Its local buffer has the extents of T's other
  * dimensions (T's own run-time extents), row-major.
  *
+ * A schedule (IRFunc.want, from sched.c) decides for the tensors of the
+ * stages it names: `T.store_at(H, v)` folds T into the loop nest holding
+ * stage H (an error at the directive when it cannot), and a temporary none
+ * of whose stages has it is not folded.  Each folding is recorded in
+ * IRFunc.did (at T's first stage: the stage whose loop holds it).
+ *
  * Requires: lowered IR (multi-dim accesses), after fuse, before tile.
  * Guarantees: the same results; folded temporaries accessed only through
  * local buffers (flat, one index) inside an S_ALLOC that is the loop's
@@ -151,6 +157,33 @@ static bool try_fold(Ctx *c, IRFunc *f, IRStmt **items, int n, int k, Buffer *b)
   return true;
 }
 
+/* What the schedule says of tensor t: *at is the stage at whose loop a
+ * store_at holds it (-1: none), and the result whether the autoscheduler
+ * may fold it (no stage writing it has directives). */
+static bool may_choose(const IRFunc *f, const Tensor *t, int *at, Loc *loc, int *first) {
+  *at = *first = -1;
+  bool free_ = true;
+  for (int si = 0; f->def && si < f->def->nstmts; si++) {
+    if (f->def->stmts[si]->lhs != t)
+      continue;
+    if (*first < 0)
+      *first = si;
+    if (!f->want)
+      continue;
+    free_ &= !f->want[si].directed;
+    if (f->want[si].fold >= 0) {
+      *at = f->want[si].fold;
+      *loc = f->want[si].fold_loc;
+    }
+  }
+  return free_;
+}
+
+static int stage_of(const IRFunc *f, const IRStmt *s) {
+  int si = s->kind == S_FOR ? sched_stage_of_loop(s->var) : -1;
+  return si >= 0 && f->def && si < f->def->nstmts ? si : -1;
+}
+
 void fold_func(Ctx *c, IRFunc *f) {
   if (!f->body || f->body->kind != S_BLOCK)
     return;
@@ -158,15 +191,37 @@ void fold_func(Ctx *c, IRFunc *f) {
   IRStmt **items = arena_alloc(c->arena, sizeof(IRStmt *) * (size_t)(n + 1));
   for (int i = 0; i < n; i++)
     items[i] = f->body->stmts[i];
+  bool *done = arena_alloc(c->arena, sizeof(bool) * (size_t)(f->nbufs + 1));
   bool changed = false;
   for (int k = 0; k < n; k++) {
     if (items[k]->kind != S_FOR || items[k]->var->user) /* the user's (sched.c) */
       continue;
+    int ks = stage_of(f, items[k]);
     for (int t = 0; t < f->nbufs; t++) {
       Buffer *b = f->bufs[t];
-      if (b->tensor && b->tensor->role == T_TEMP && b->rank >= 1)
-        changed |= try_fold(c, f, items, n, k, b);
+      if (done[t] || !b->tensor || b->tensor->role != T_TEMP || b->rank < 1)
+        continue;
+      int at, first;
+      Loc loc = {0, 0};
+      bool free_ = may_choose(f, b->tensor, &at, &loc, &first);
+      int head = at >= 0 && f->did && f->did[at].with >= 0 ? f->did[at].with : at;
+      if ((at >= 0 && ks != head) || (at < 0 && !free_))
+        continue;
+      done[t] = try_fold(c, f, items, n, k, b);
+      if (done[t] && first >= 0 && ks >= 0)
+        sched_did(c, f)[first].fold = ks;
+      changed |= done[t];
     }
+  }
+  for (int t = 0; t < f->nbufs; t++) {
+    int at = -1, first;
+    Loc loc = {0, 0};
+    if (!done[t] && f->bufs[t]->tensor)
+      may_choose(f, f->bufs[t]->tensor, &at, &loc, &first);
+    if (at >= 0)
+      error_at(c, loc, "store_at: %s cannot be held per iteration of that loop: some access to "
+               "it is outside the loop, or not at the loop's index in one dimension",
+               f->bufs[t]->tensor->name);
   }
   if (!changed)
     return;

@@ -19,6 +19,12 @@
  * a reduction into two or more dimensions (contractions: tile.c's) are left
  * alone, and so are nests something already scheduled.
  *
+ * A schedule (IRFunc.want, from sched.c) decides for the stages it names:
+ * `S.compute_with(H, v)` fuses S's nest into the one holding H's (an error
+ * at the directive when it is not right before or the fusion is not as
+ * above), and a stage with other directives fuses into nothing.  Each
+ * fusion is recorded in IRFunc.did (the stage whose loop the nest joined).
+ *
  * Requires: lowered IR (multi-dim accesses), before schedule.
  * Guarantees: the same results, fewer top-level nests.  Invalidates nothing.
  */
@@ -199,11 +205,33 @@ static IRStmt *fuse_two(Ctx *c, IRStmt *a, IRStmt *b) {
   return s;
 }
 
+/* The stage whose nest s is (its loop x<k>_...), or -1. */
+static int stage_of(const IRFunc *f, const IRStmt *s) {
+  int si = s->kind == S_FOR ? sched_stage_of_loop(s->var) : -1;
+  return si >= 0 && f->def && si < f->def->nstmts ? si : -1;
+}
+
+/* The schedule's compute_with for stage si: its nest joins out[last], the
+ * nest of stage `head`, which must hold the stage it names. */
+static void fuse_wanted(Ctx *c, IRFunc *f, IRStmt *prev, int head, IRStmt *s, int si) {
+  const StageHint *w = &f->want[si];
+  int h = w->with, hh = f->did && f->did[h].with >= 0 ? f->did[h].with : h;
+  const char *name = f->def->stmts[h]->lhs->name;
+  if (!prev || hh != head)
+    error_at(c, w->with_loc, "compute_with: the loop nest of %s does not come right before this "
+             "stage's (it is tiled, inlined or scheduled, or other nests are between them)", name);
+  if (!may_fuse(c, prev, s))
+    error_at(c, w->with_loc, "compute_with: this stage's loop nest cannot join that of %s: "
+             "their outer loops differ in range, one is a contraction, or they share a tensor "
+             "other than slice by slice of that loop", name);
+}
+
 void fuse_func(Ctx *c, IRFunc *f) {
   if (!f->body || f->body->kind != S_BLOCK)
     return;
   VEC(IRStmt *) out = {0};
   int last = -1; /* index in out of the nest the next one may fuse into */
+  int head = -1; /* the stage whose loop out.data[last] is, or -1 */
   for (int i = 0; i < f->body->n; i++) {
     IRStmt *s = f->body->stmts[i];
     if (s->kind == S_CHECK) {
@@ -217,12 +245,24 @@ void fuse_func(Ctx *c, IRFunc *f) {
       }
       continue;
     }
-    if (last >= 0 && may_fuse(c, out.data[last], s)) {
+    int si = stage_of(f, s);
+    const StageHint *w = f->want && si >= 0 ? &f->want[si] : NULL;
+    bool fuse = false;
+    if (w && w->with >= 0) { /* the schedule's compute_with */
+      fuse_wanted(c, f, last >= 0 ? out.data[last] : NULL, head, s, si);
+      fuse = true;
+    } else if (!(w && w->directed)) { /* the autoscheduler's */
+      fuse = last >= 0 && may_fuse(c, out.data[last], s);
+    }
+    if (fuse) {
       out.data[last] = fuse_two(c, out.data[last], s);
+      if (si >= 0 && head >= 0)
+        sched_did(c, f)[si].with = head;
       continue;
     }
     vec_push(c->arena, &out, s);
     last = fusable(s) ? out.len - 1 : -1;
+    head = last >= 0 ? si : -1;
   }
   IRStmt *b = ir_block(c, out.data, out.len);
   b->loc = f->body->loc;

@@ -30,39 +30,14 @@
 
 /* ---- walking the IR ---- */
 
-static bool expr_loads(const IRExpr *e, const Buffer *b) {
-  if (!e)
-    return false;
-  if (e->kind == IR_LOAD && e->buf == b)
-    return true;
-  for (int i = 0; i < e->nidx; i++)
-    if (expr_loads(e->idx[i], b))
-      return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (expr_loads(e->args[i], b))
-      return true;
-  return expr_loads(e->a, b) || expr_loads(e->b, b) || expr_loads(e->c, b);
-}
-
-static bool stmt_stores(const IRStmt *s, const Buffer *b) {
-  if (!s)
-    return false;
-  if (s->kind == S_STORE && s->buf == b)
-    return true;
-  for (int i = 0; i < s->n; i++)
-    if (stmt_stores(s->stmts[i], b))
-      return true;
-  return stmt_stores(s->body, b) || stmt_stores(s->then, b) || stmt_stores(s->els, b);
-}
-
 static bool stmt_loads(const IRStmt *s, const Buffer *b) {
   if (!s)
     return false;
   for (int i = 0; i < s->nidx; i++)
-    if (expr_loads(s->idx[i], b))
+    if (ir_loads_buf(s->idx[i], b))
       return true;
-  if (expr_loads(s->lo, b) || expr_loads(s->extent, b) || expr_loads(s->value, b) ||
-      expr_loads(s->cond, b))
+  if (ir_loads_buf(s->lo, b) || ir_loads_buf(s->extent, b) || ir_loads_buf(s->value, b) ||
+      ir_loads_buf(s->cond, b))
     return true;
   for (int i = 0; i < s->n; i++)
     if (stmt_loads(s->stmts[i], b))
@@ -155,7 +130,7 @@ static bool pointwise_def(const IRStmt *s, Def1 *d) {
       return false;
   d->buf = s->buf;
   d->value = s->value;
-  return !expr_loads(s->value, s->buf) && !ir_has_fail(s->value) && closed_over(s->value, d);
+  return !ir_loads_buf(s->value, s->buf) && !ir_has_fail(s->value) && closed_over(s->value, d);
 }
 
 /* ---- the readers ---- */
@@ -168,20 +143,6 @@ typedef struct Inl {
   bool ok;            /* every load so far is cheap enough to inline */
 } Inl;
 
-static bool uses_var(const IRExpr *e, const IRVar *v) {
-  if (!e)
-    return false;
-  if (e->kind == IR_VAR)
-    return e->var == v;
-  for (int i = 0; i < e->nidx; i++)
-    if (uses_var(e->idx[i], v))
-      return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (uses_var(e->args[i], v))
-      return true;
-  return uses_var(e->a, v) || uses_var(e->b, v) || uses_var(e->c, v);
-}
-
 /* A costly value is inlined only where each element is read about once:
  * by one statement, whose loads' indices use every loop variable around
  * them (fold.c keeps a value read by several statements of one loop in a
@@ -192,7 +153,7 @@ static void check_load(Inl *I, const IRExpr *e) {
   for (int i = 0; i < I->loops.len; i++) {
     bool used = false;
     for (int k = 0; k < e->nidx; k++)
-      used |= uses_var(e->idx[k], I->loops.data[i]);
+      used |= ir_uses_var(e->idx[k], I->loops.data[i]);
     if (!used)
       I->ok = false;
   }
@@ -275,10 +236,10 @@ static bool try_inline(Ctx *c, IRStmt **items, int n, int k) {
   for (int i = 0; i < n; i++) {
     if (i == k)
       continue;
-    if (stmt_stores(items[i], d.buf))
+    if (ir_stmt_stores(items[i], d.buf))
       return false;
     for (int j = 0; i > k && j < reads.len; j++)
-      if (stmt_stores(items[i], reads.data[j]))
+      if (ir_stmt_stores(items[i], reads.data[j]))
         return false;
     if (i > k && stmt_loads(items[i], d.buf)) {
       if (items[i]->kind == S_FOR && items[i]->var->user)
@@ -304,7 +265,8 @@ void inline_func(Ctx *c, IRFunc *f) {
     items[i] = f->body->stmts[i];
   bool changed = false;
   for (int k = 0; k < n; k++)
-    changed |= try_inline(c, items, n, k);
+    if (!(items[k]->kind == S_FOR && sched_directed(f, items[k]->var))) /* compute_with... */
+      changed |= try_inline(c, items, n, k);
   if (!changed)
     return;
   IRStmt *b = ir_block(c, items, n);

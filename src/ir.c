@@ -233,21 +233,89 @@ IRStmt *ir_alloc(Ctx *c, Buffer *b, IRExpr *extent, int site, IRStmt *body) {
   return s;
 }
 
-/* ---- int64 helpers (symbolic index arithmetic) ---- */
+/* ---- read-only walks ---- */
 
-bool ir_has_fail(const IRExpr *e) {
+bool ir_expr_any(const IRExpr *e, ExprPred pred, const void *st) {
   if (!e)
     return false;
-  if (e->kind == IR_FAIL)
+  if (pred(st, e))
     return true;
   for (int i = 0; i < e->nidx; i++)
-    if (ir_has_fail(e->idx[i]))
+    if (ir_expr_any(e->idx[i], pred, st))
       return true;
   for (int i = 0; i < e->nargs; i++)
-    if (ir_has_fail(e->args[i]))
+    if (ir_expr_any(e->args[i], pred, st))
       return true;
-  return ir_has_fail(e->a) || ir_has_fail(e->b) || ir_has_fail(e->c);
+  return ir_expr_any(e->a, pred, st) || ir_expr_any(e->b, pred, st) ||
+         ir_expr_any(e->c, pred, st);
 }
+
+void ir_expr_visit(const IRExpr *e, ExprVisit f, void *st) {
+  if (!e || !f(st, e))
+    return;
+  for (int i = 0; i < e->nidx; i++)
+    ir_expr_visit(e->idx[i], f, st);
+  for (int i = 0; i < e->nargs; i++)
+    ir_expr_visit(e->args[i], f, st);
+  ir_expr_visit(e->a, f, st);
+  ir_expr_visit(e->b, f, st);
+  ir_expr_visit(e->c, f, st);
+}
+
+void ir_stmt_visit(const IRStmt *s, StmtVisit fs, ExprVisit fe, void *st) {
+  if (!s || (fs && !fs(st, s)))
+    return;
+  if (fe) {
+    for (int i = 0; i < s->nidx; i++)
+      ir_expr_visit(s->idx[i], fe, st);
+    ir_expr_visit(s->lo, fe, st);
+    ir_expr_visit(s->extent, fe, st);
+    ir_expr_visit(s->value, fe, st);
+    ir_expr_visit(s->cond, fe, st);
+  }
+  ir_stmt_visit(s->body, fs, fe, st);
+  ir_stmt_visit(s->then, fs, fe, st);
+  ir_stmt_visit(s->els, fs, fe, st);
+  for (int i = 0; i < s->n; i++)
+    ir_stmt_visit(s->stmts[i], fs, fe, st);
+}
+
+bool ir_stmt_any(const IRStmt *s, StmtPred pred, const void *st) {
+  if (!s)
+    return false;
+  if (pred(st, s))
+    return true;
+  for (int i = 0; i < s->n; i++)
+    if (ir_stmt_any(s->stmts[i], pred, st))
+      return true;
+  return ir_stmt_any(s->body, pred, st) || ir_stmt_any(s->then, pred, st) ||
+         ir_stmt_any(s->els, pred, st);
+}
+
+static bool is_store_to(const void *b, const IRStmt *s) { return s->kind == S_STORE && s->buf == b; }
+
+bool ir_stmt_stores(const IRStmt *s, const Buffer *b) { return ir_stmt_any(s, is_store_to, b); }
+
+static bool is_var_of(const void *v, const IRExpr *e) { return e->kind == IR_VAR && e->var == v; }
+
+static bool is_load_of(const void *b, const IRExpr *e) {
+  return e->kind == IR_LOAD && (!b || e->buf == b);
+}
+
+static bool is_kind(const void *k, const IRExpr *e) { return e->kind == *(const IRExprKind *)k; }
+
+static bool is_local(const void *st, const IRExpr *e) {
+  (void)st;
+  return e->kind == IR_VAR && e->var->kind == VAR_LOCAL;
+}
+
+bool ir_has_fail(const IRExpr *e) { return ir_has_kind(e, IR_FAIL); }
+bool ir_has_kind(const IRExpr *e, IRExprKind k) { return ir_expr_any(e, is_kind, &k); }
+bool ir_uses_local(const IRExpr *e) { return ir_expr_any(e, is_local, NULL); }
+bool ir_uses_var(const IRExpr *e, const IRVar *v) { return ir_expr_any(e, is_var_of, v); }
+bool ir_loads_buf(const IRExpr *e, const Buffer *b) { return ir_expr_any(e, is_load_of, b); }
+
+/* ---- int64 helpers (symbolic index arithmetic) ---- */
 
 static IRExpr *as_i64(Ctx *c, IRExpr *e) { return ir_cast(c, TC_INT64, e); }
 

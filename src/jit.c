@@ -32,9 +32,13 @@
  * the compiler binary (resolved path, size, mtime — cheap, no process
  * spawned), the flags, the CPU (for -march=native), tensorc's version and
  * kernel ABI.  The cache keys on it, so a compiler upgrade misses the cache.
+ * jit_self_identity names tensorc's own code (the shared object or program
+ * holding it: path, size, mtime, inode): the program-level cache key, which
+ * skips lowering, includes it, so a rebuilt tensorc lowers again.
  */
 #include "tc.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -342,5 +346,29 @@ char *jit_identity(const JitConfig *cfg) {
   if (!uname(&u))
     buf_printf(&b, "machine: %s\n", u.machine);
   cpu_model(&b);
+  return buf_detach(&b);
+}
+
+char *jit_self_identity(void) {
+  Dl_info info;
+  char exe[PATH_MAX];
+  const char *path = NULL;
+  void *self = (void *)(uintptr_t)jit_self_identity; /* POSIX: code addresses fit a void * */
+  if (dladdr(self, &info) && info.dli_fname && info.dli_fname[0] == '/')
+    path = info.dli_fname;
+  if (!path) { /* the main program (dladdr names it as argv[0] or not at all) */
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+      return NULL;
+    exe[n] = '\0';
+    path = exe;
+  }
+  struct stat st;
+  if (stat(path, &st))
+    return NULL;
+  Buf b = {0};
+  buf_printf(&b, "self: %s %lld %lld.%09ld %llu\n", path, (long long)st.st_size,
+             (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec,
+             (unsigned long long)st.st_ino);
   return buf_detach(&b);
 }

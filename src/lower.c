@@ -236,17 +236,6 @@ static IRExpr *guard_nonempty(Lower *L, Expr *e, int dim, IRExpr *n, IRExpr *x) 
   return x;
 }
 
-static bool has_load(const IRExpr *e) {
-  if (!e)
-    return false;
-  if (e->kind == IR_LOAD)
-    return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (has_load(e->args[i]))
-      return true;
-  return has_load(e->a) || has_load(e->b) || has_load(e->c);
-}
-
 static IRVar *new_local(Lower *L, const char *prefix, tc_dtype t) {
   const char *name = arena_printf(L->c->arena, "%s%d", prefix, L->f->nvars++);
   return new_var(L, name, VAR_LOCAL, t);
@@ -259,7 +248,7 @@ static IRVar *new_local(Lower *L, const char *prefix, tc_dtype t) {
  * select(path, i, 0). */
 static IRExpr *hoist_index(Lower *L, IRExpr *i) {
   Ctx *c = L->c;
-  if (!has_load(i))
+  if (!ir_loads_buf(i, NULL))
     return i;
   if (L->path && !L->path_is_var) {
     IRVar *p = new_local(L, "pc", TC_BOOL);

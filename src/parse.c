@@ -632,7 +632,7 @@ static Directive directive(Parser *p, const Directive *stage) {
     k++;
   if (k == NUM_SCHED_DIRS)
     error_tok(p, p->tok, "unknown schedule directive %s (split, tile, reorder, vectorize, "
-              "unroll, parallel, fuse, inline, compute_root, compute_at)", describe(p, p->tok));
+              "unroll, parallel, fuse, inline, compute_root, compute_at, compute_with, store_at, gemm)", describe(p, p->tok));
   d.kind = (SchedDirKind)k;
   d.loc = p->tok->loc;
   p->tok++;

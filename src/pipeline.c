@@ -10,7 +10,8 @@
  *   tile_func        contractions as register tiles over packed panels
  *   schedule_default loop kinds: parallel outer, vectorized inner
  *   flatten_func     multi-dim accesses -> one offset over stride variables
- *   specialize_func  unit-stride versions of vectorized loops
+ *   specialize_func  unit-stride versions of vectorized loops (the CPU's
+ *                    first kernel: specialize_unit_func, those versions only)
  *   simplify         fold what flattening exposed
  *
  * After each pass the verifier checks the IR's invariants (QBE's ssacheck);
@@ -301,7 +302,7 @@ static void after_pass(Ctx *c, IRFunc *f, const char *pass, Buf *dump) {
   }
 }
 
-IRFunc *pipeline_run(Ctx *c, Def *d, Buf *dump) {
+static IRFunc *run_cpu(Ctx *c, Def *d, Buf *dump, bool generic) {
   IRFunc *f = lower_def(c, d);
   after_pass(c, f, "lower", dump);
   sched_func(c, f);
@@ -318,12 +319,19 @@ IRFunc *pipeline_run(Ctx *c, Def *d, Buf *dump) {
   after_pass(c, f, "schedule", dump);
   flatten_func(c, f);
   after_pass(c, f, "flatten", dump);
-  specialize_func(c, f);
+  if (generic)
+    specialize_func(c, f);
+  else
+    specialize_unit_func(c, f);
   after_pass(c, f, "specialize", dump);
   f->body = simplify_stmt(c, f->body);
   after_pass(c, f, "simplify", dump);
   return f;
 }
+
+IRFunc *pipeline_run(Ctx *c, Def *d, Buf *dump) { return run_cpu(c, d, dump, true); }
+
+IRFunc *pipeline_run_unit(Ctx *c, Def *d, Buf *dump) { return run_cpu(c, d, dump, false); }
 
 /* The CUDA target's list: the GPU schedule (kernels, blocks, threads) in
  * place of the CPU's; emit_cuda.c follows. */

@@ -30,6 +30,15 @@
  *      parallel loops run on the context's pool, and its first failure
  *      (an index out of range...) comes back as a located error formatted
  *      from the IRFunc's FailSite — or run the interpreter on the same binding.
+ *
+ * Preparing an entry's kernel: first by its program-level key (cache.c's
+ * "Programs": the program text, entry, constants, compiler and tensorc
+ * itself), which gives the loaded kernel and its KMeta — the argument
+ * layout, the tensors it touches, the failure sites — without lowering;
+ * else lower, emit, find or build the kernel by its C, and record the key.
+ * Each entry has two kernels: the unit-stride one, which tc_prepare makes,
+ * and the generic one, made when a call's layout fails the former's check
+ * (specialize.c).
  */
 #include "tc.h"
 
@@ -49,9 +58,12 @@ struct tc_context {
   int num_threads;
   int verbose;                         /* print compiler commands */
   int debug_passes;                    /* print the IR after each pass */
+  int debug_generic;                   /* TENSORC_DEBUG=generic: always the kernel
+                                          for any strides (tests, A/B timing) */
   JitConfig jit;
   pthread_mutex_t mu;                  /* guards identity and pool */
   char *identity;                      /* jit_identity, on first use */
+  char *self_identity;                 /* jit_self_identity (NULL: unknown) */
   Cache *cache;
   Pool *pool;                          /* on first use */
   Cuda *cuda;                          /* driver and NVRTC, loaded on first use */
@@ -115,6 +127,7 @@ tc_status tc_context_new(const tc_context_options *opts, tc_context **out, tc_er
   ctx->num_threads = o.num_threads > 0 ? o.num_threads : default_threads();
   ctx->verbose = o.verbose || env_has("TENSORC_DEBUG", "jit");
   ctx->debug_passes = env_has("TENSORC_DEBUG", "passes");
+  ctx->debug_generic = env_has("TENSORC_DEBUG", "generic");
   ctx->jit = (JitConfig){ctx->cc, ctx->extra_cflags, ctx->verbose};
   ctx->cache = cache_new(ctx->cache_dir);
   ctx->cuda = cuda_new();
@@ -137,6 +150,7 @@ void tc_context_free(tc_context *ctx) {
   cache_free(ctx->cache);
   cuda_free(ctx->cuda);
   free(ctx->identity);
+  free(ctx->self_identity);
   free(ctx->cc);
   free(ctx->cache_dir);
   free(ctx->extra_cflags);
@@ -146,8 +160,10 @@ void tc_context_free(tc_context *ctx) {
 
 static const char *context_identity(tc_context *ctx) {
   pthread_mutex_lock(&ctx->mu);
-  if (!ctx->identity)
+  if (!ctx->identity) {
     ctx->identity = jit_identity(&ctx->jit);
+    ctx->self_identity = jit_self_identity();
+  }
   const char *id = ctx->identity;
   pthread_mutex_unlock(&ctx->mu);
   return id;
@@ -193,16 +209,49 @@ static tc_status protect(Arena *a, const SrcFile *file, tc_error *err, Step step
  * programs
  * ================================================================ */
 
-/* One entry's compiled kernel, prepared on first use. */
-typedef struct Kernel {
-  pthread_mutex_t mu;  /* guards this struct and lowering of the entry's Def */
+/* A run-time failure site as the run time needs it (FailSite without the
+ * AST: the program-level cache stores it). */
+typedef struct KSite {
+  FailKind kind;
+  Loc loc;
+  const char *tensor; /* its name, or NULL */
+  int dim;
+  bool write;
+} KSite;
+
+/* What calling a compiled kernel needs besides the Def: the kernel's
+ * argument layout, the tensors it touches, its failure sites.  Filled from
+ * the lowered IRFunc, or read back from the program-level cache. */
+typedef struct KMeta {
+  int nbufs, nsizes, ndims;
+  int *rank;          /* [nbufs]: the buffer's rank, -1: no buffer */
+  int *dim_offset;    /* [nbufs]: its first index in shape[]/stride[] */
+  bool *used;         /* [nbufs]: the kernel reads or writes the buffer */
+  KSite *sites;
+  int nsites;
+} KMeta;
+
+/* One compiled kernel of an entry: the unit-stride one, or the generic one
+ * (specialize.c), each prepared on first use. */
+typedef struct Variant {
   bool ready;
-  Arena arena;         /* the IRFunc: its FailSites format run-time errors */
-  IRFunc *fn;
-  bool *used;          /* [nbufs]: the kernel reads or writes the buffer */
+  Arena arena;         /* meta's arrays */
+  KMeta meta;          /* what running it needs: from lowering or the cache */
   tc_kernel_fn run;
   int source;          /* 0 compiled, 1 memory cache, 2 disk cache */
+  bool lowered;        /* the last prepare lowered the Def (no program-level hit) */
   char path[512];
+} Variant;
+
+/* One entry's kernels.  The unit-stride kernel (pipeline_run_unit) is the one
+ * tc_prepare makes; it fails at its start (FAIL_LAYOUT) on a layout with a
+ * non-unit stride where it assumes 1, and run_kernel then prepares and runs
+ * the generic kernel (pipeline_run) instead: its generic-stride
+ * loop copies cost the C compiler a third of its time, paid only by
+ * programs that use such layouts. */
+typedef struct Kernel {
+  pthread_mutex_t mu;  /* guards this struct and lowering of the entry's Def */
+  Variant unit, generic;
   CudaEntry *cuda;     /* the CUDA code, lowered on first CUDA use */
 } Kernel;
 
@@ -215,6 +264,7 @@ struct tc_program {
   Kernel *kernels;     /* one per def */
   const tc_constant *consts; /* during tc_compile_ex only */
   int nconsts;
+  char *consts_text;   /* the constants, for the program-level cache key */
 };
 
 static void compile_step(Ctx *c, void *st) {
@@ -226,6 +276,18 @@ static void compile_step(Ctx *c, void *st) {
   for (int i = 0; i < prog->ndefs; i++)
     infer_def(c, prog->defs[i]);
   p->prog = prog;
+}
+
+/* The constants as text: each name (length-prefixed), kind and value. */
+static char *constants_text(const tc_constant *consts, int n) {
+  Buf b = {0};
+  buf_printf(&b, "constants %d\n", n);
+  for (int i = 0; i < n; i++) {
+    const char *name = consts[i].name ? consts[i].name : "";
+    buf_printf(&b, "%zu:%s %d %lld %a\n", strlen(name), name, consts[i].is_float,
+               (long long)consts[i].i, consts[i].is_float ? consts[i].f : 0.0);
+  }
+  return buf_detach(&b);
 }
 
 tc_status tc_compile(tc_context *ctx, const char *filename, const char *source, size_t len,
@@ -256,6 +318,8 @@ tc_status tc_compile_ex(tc_context *ctx, const char *filename, const char *sourc
   p->file = (SrcFile){p->name, p->text, len};
   p->consts = consts;
   p->nconsts = n_consts;
+  if (!(p->consts_text = constants_text(consts, n_consts)))
+    goto oom;
   tc_status st = protect(&p->arena, &p->file, err, compile_step, p);
   p->consts = NULL;
   p->nconsts = 0;
@@ -282,7 +346,8 @@ void tc_program_free(tc_program *p) {
   if (p->kernels) {
     for (int i = 0; i < p->prog->ndefs; i++) {
       cuda_entry_free(p->ctx->cuda, p->kernels[i].cuda);
-      arena_free(&p->kernels[i].arena);
+      arena_free(&p->kernels[i].unit.arena);
+      arena_free(&p->kernels[i].generic.arena);
       pthread_mutex_destroy(&p->kernels[i].mu);
     }
     free(p->kernels);
@@ -290,6 +355,7 @@ void tc_program_free(tc_program *p) {
   arena_free(&p->arena);
   free(p->text);
   free(p->name);
+  free(p->consts_text);
   free(p);
 }
 
@@ -885,7 +951,7 @@ static tc_status bind_outputs(Def *d, DLTensor *const *outputs, Run *r, tc_error
  * view, whose shape the kernel may read, but gets no memory. */
 static tc_status alloc_temps(Def *d, Run *r, const bool *used, tc_error *err) {
   for (int id = d->ninputs + d->noutputs; id < d->ntensors; id++) {
-    if (used && !used[id])
+    if ((used && !used[id]) || r->owned[id]) /* owned: by a first kernel that stopped */
       continue;
     const Tensor *t = d->tensors[id];
     View *v = &r->b.views[id];
@@ -958,12 +1024,15 @@ typedef struct LowerJob {
   IRFunc *fn;
   bool *used;  /* C target: [nbufs], the buffers the kernel touches */
   bool cuda;   /* the CUDA pass list and emitter */
+  bool generic; /* C: the kernel for any strides (pipeline_run), else pipeline_run_unit */
   GpuPlan *plan;
 } LowerJob;
 
 static void lower_step(Ctx *c, void *st) {
   LowerJob *j = st;
-  j->fn = j->cuda ? pipeline_run_gpu(c, j->def, j->dump) : pipeline_run(c, j->def, j->dump);
+  j->fn = j->cuda      ? pipeline_run_gpu(c, j->def, j->dump)
+          : j->generic ? pipeline_run(c, j->def, j->dump)
+                       : pipeline_run_unit(c, j->def, j->dump);
   if (!j->cuda) {
     j->used = arena_alloc(c->arena, (size_t)j->fn->nbufs + 1);
     mark_stmt(j->fn->body, j->used);
@@ -986,45 +1055,249 @@ static tc_status lower_entry(tc_program *p, Def *d, Arena *a, LowerJob *j, tc_er
   return st;
 }
 
-/* Makes the entry's kernel ready.  Caller holds k->mu. */
-static tc_status prepare_locked(tc_program *p, int entry, tc_error *err) {
-  Kernel *k = &p->kernels[entry];
-  tc_context *ctx = p->ctx;
-  if (k->ready) {
-    k->source = 1;
-    return TC_OK;
+/* ---- kernel metadata: from the IRFunc, as text, back from text ---- */
+
+static KSite site_of(const FailSite *f) {
+  return (KSite){f->kind, f->loc, f->tensor ? f->tensor->name : NULL, f->dim, f->write};
+}
+
+/* The metadata of a lowered C kernel, in arena `a`. */
+static void meta_from_fn(Arena *a, const IRFunc *fn, const bool *used, KMeta *m) {
+  size_t n = (size_t)fn->nbufs + 1;
+  *m = (KMeta){fn->nbufs, fn->nsizes, fn->ndims, arena_alloc(a, n * sizeof(int)),
+               arena_alloc(a, n * sizeof(int)), arena_alloc(a, n),
+               arena_alloc(a, ((size_t)fn->sites.len + 1) * sizeof(KSite)), fn->sites.len};
+  for (int i = 0; i < fn->nbufs; i++) {
+    const Buffer *b = fn->bufs[i];
+    m->rank[i] = b ? b->rank : -1;
+    m->dim_offset[i] = b ? b->dim_offset : 0;
+    m->used[i] = used[i];
   }
-  Arena a = {0};
+  for (int i = 0; i < fn->sites.len; i++)
+    m->sites[i] = site_of(&fn->sites.data[i]);
+}
+
+/* The metadata as text (the program-level cache's payload):
+ *   tcmeta 1 NBUFS NSIZES NDIMS NSITES
+ *   b RANK DIM_OFFSET USED                       one per buffer
+ *   s KIND LINE COL DIM WRITE LEN:NAME           one per site (LEN -1: none) */
+static void meta_write(Buf *b, const KMeta *m) {
+  buf_printf(b, "tcmeta 1 %d %d %d %d\n", m->nbufs, m->nsizes, m->ndims, m->nsites);
+  for (int i = 0; i < m->nbufs; i++)
+    buf_printf(b, "b %d %d %d\n", m->rank[i], m->dim_offset[i], (int)m->used[i]);
+  for (int i = 0; i < m->nsites; i++) {
+    const KSite *t = &m->sites[i];
+    buf_printf(b, "s %d %d %d %d %d %d:%s\n", (int)t->kind, t->loc.line, t->loc.col, t->dim,
+               (int)t->write, t->tensor ? (int)strlen(t->tensor) : -1,
+               t->tensor ? t->tensor : "");
+  }
+}
+
+typedef struct Reader {
+  const char *p, *end;
+  bool ok;
+} Reader;
+
+static long read_int(Reader *r, long lo, long hi) {
+  while (r->p < r->end && *r->p == ' ')
+    r->p++;
+  bool neg = r->p < r->end && *r->p == '-';
+  r->p += neg;
+  long v = 0;
+  int digits = 0;
+  while (r->p < r->end && *r->p >= '0' && *r->p <= '9' && digits < 12)
+    v = v * 10 + (*r->p++ - '0'), digits++;
+  v = neg ? -v : v;
+  if (!digits || v < lo || v > hi)
+    r->ok = false;
+  return r->ok ? v : lo;
+}
+
+static void read_word(Reader *r, const char *w) {
+  size_t n = strlen(w);
+  while (r->p < r->end && (*r->p == ' ' || *r->p == '\n'))
+    r->p++;
+  if ((size_t)(r->end - r->p) < n || memcmp(r->p, w, n))
+    r->ok = false;
+  else
+    r->p += n;
+}
+
+/* Parses metadata text for Def `d` into arena `a`; false when it is not
+ * well formed or does not fit `d` (the caller lowers instead). */
+static bool meta_read(Arena *a, const Def *d, const unsigned char *text, size_t n, KMeta *m) {
+  Reader r = {(const char *)text, (const char *)text + n, true};
+  read_word(&r, "tcmeta 1");
+  int nbufs = (int)read_int(&r, 0, 1 << 20), nsizes = (int)read_int(&r, 0, 1 << 20);
+  int ndims = (int)read_int(&r, 0, 1 << 24), nsites = (int)read_int(&r, 0, 1 << 24);
+  if (!r.ok || nbufs != d->ntensors || nsizes != d->nsyms)
+    return false;
+  *m = (KMeta){nbufs, nsizes, ndims, arena_alloc(a, ((size_t)nbufs + 1) * sizeof(int)),
+               arena_alloc(a, ((size_t)nbufs + 1) * sizeof(int)), arena_alloc(a, (size_t)nbufs + 1),
+               arena_alloc(a, ((size_t)nsites + 1) * sizeof(KSite)), nsites};
+  for (int i = 0; i < nbufs && r.ok; i++) {
+    read_word(&r, "b");
+    m->rank[i] = (int)read_int(&r, -1, TC_MAX_RANK);
+    m->dim_offset[i] = (int)read_int(&r, 0, ndims);
+    m->used[i] = read_int(&r, 0, 1);
+    r.ok &= m->rank[i] < 0 || (m->rank[i] == d->tensors[i]->rank &&
+                               m->dim_offset[i] + m->rank[i] <= ndims);
+  }
+  for (int i = 0; i < nsites && r.ok; i++) {
+    KSite *t = &m->sites[i];
+    read_word(&r, "s");
+    t->kind = (FailKind)read_int(&r, FAIL_INDEX, FAIL_LAYOUT);
+    t->loc.line = (int)read_int(&r, 0, 1L << 30);
+    t->loc.col = (int)read_int(&r, 0, 1L << 30);
+    t->dim = (int)read_int(&r, -1, TC_MAX_RANK);
+    t->write = read_int(&r, 0, 1);
+    long len = read_int(&r, -1, 1 << 16);
+    read_word(&r, ":");
+    if (r.ok && len >= 0 && r.end - r.p >= len) {
+      char *name = arena_alloc(a, (size_t)len + 1);
+      memcpy(name, r.p, (size_t)len);
+      name[len] = '\0';
+      t->tensor = name;
+      r.p += len;
+    } else {
+      r.ok &= len < 0;
+    }
+  }
+  while (r.p < r.end && *r.p == '\n')
+    r.p++;
+  return r.ok && r.p == r.end;
+}
+
+typedef struct MetaJob {
+  const IRFunc *fn;        /* copy: from this lowered function */
+  const bool *used;
+  const Def *d;            /* read: for this Def, from this text */
+  const unsigned char *text;
+  size_t n;
+  KMeta *m;
+  bool ok;
+} MetaJob;
+
+static void meta_copy_step(Ctx *c, void *st) {
+  MetaJob *j = st;
+  meta_from_fn(c->arena, j->fn, j->used, j->m);
+}
+
+static void meta_read_step(Ctx *c, void *st) {
+  MetaJob *j = st;
+  j->ok = meta_read(c->arena, j->d, j->text, j->n, j->m);
+}
+
+/* ---- the program-level cache key ---- */
+
+/* Everything the C kernel of `entry` depends on besides the compiler
+ * identity: tensorc's own code, the target and its options, the entry, the
+ * constants, the whole program text (its schedules included).  False when
+ * tensorc's code cannot be identified: no program-level caching then. */
+static bool program_key_text(tc_program *p, int entry, bool generic, Buf *b) {
+  const char *self = p->ctx->self_identity;
+  if (!self)
+    return false;
+  const Def *d = p->prog->defs[entry];
+  buf_printf(b, "%starget: c vector %d %s\nentry: %d %s\n%s", self, tile_host_vector_bytes(),
+             generic ? "generic" : "unit", entry, d->name, p->consts_text);
+  buf_printf(b, "text: %zu\n", p->file.len);
+  buf_putn(b, p->file.text, p->file.len);
+  return !b->oom;
+}
+
+/* Looks the entry up by its program-level key; true with the kernel and its
+ * metadata in v (arena `a`) on a hit. */
+static bool prepare_cached(tc_program *p, int entry, const char *id, const Buf *key,
+                           Variant *v, Arena *a) {
+  unsigned char *meta = NULL;
+  size_t n = 0;
+  tc_kernel_fn fn = NULL;
+  int how = 0;
+  bool hit = cache_find_program(p->ctx->cache, id, key->s, key->len, &fn, &meta, &n, &how,
+                                v->path, sizeof v->path);
+  MetaJob mj = {.d = p->prog->defs[entry], .text = meta, .n = n, .m = &v->meta};
+  tc_error ignored;
+  if (hit && protect(a, &p->file, &ignored, meta_read_step, &mj) == TC_OK && mj.ok) {
+    v->run = fn;
+    v->source = how;
+  } else {
+    hit = false;
+  }
+  free(meta);
+  return hit;
+}
+
+/* Lowers and emits the entry, then finds or builds its kernel by the C's
+ * key; with a program-level key, records it for the next time.  The
+ * metadata goes to arena `a`.  Caller holds k->mu. */
+static tc_status prepare_lowered(tc_program *p, int entry, const char *id, const Buf *key,
+                                 bool generic, Variant *v, Arena *a, tc_error *err) {
+  tc_context *ctx = p->ctx;
+  Arena la = {0}; /* the IR: freed once its metadata is copied out */
   Buf src = {0}, dump = {0};
-  LowerJob j = {.source = &src, .dump = ctx->debug_passes ? &dump : NULL};
-  tc_status st = lower_entry(p, p->prog->defs[entry], &a, &j, err);
+  LowerJob j = {.source = &src, .dump = ctx->debug_passes ? &dump : NULL, .generic = generic};
+  tc_status st = lower_entry(p, p->prog->defs[entry], &la, &j, err);
   if (dump.s)
     fprintf(stderr, "%s", dump.s);
   buf_free(&dump);
-  if (st == TC_OK) {
-    const char *id = context_identity(ctx);
-    if (!id) {
-      error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
-      st = TC_ERR_NOMEM;
-    } else {
-      st = cache_get(ctx->cache, &ctx->jit, id, src.s, src.len, &k->run, &k->source, k->path,
-                     sizeof k->path, err);
-    }
+  if (st == TC_OK)
+    st = cache_get(ctx->cache, &ctx->jit, id, src.s, src.len, &v->run, &v->source, v->path,
+                   sizeof v->path, err);
+  MetaJob mj = {.fn = j.fn, .used = j.used, .m = &v->meta};
+  if (st == TC_OK)
+    st = protect(a, &p->file, err, meta_copy_step, &mj);
+  if (st == TC_OK && key) {
+    Buf text = {0};
+    meta_write(&text, &v->meta);
+    if (!text.oom)
+      cache_put_program(ctx->cache, id, key->s, key->len, id, src.s, src.len,
+                        (const unsigned char *)text.s, text.len);
+    buf_free(&text);
   }
   buf_free(&src);
+  arena_free(&la);
+  return st;
+}
+
+/* Makes one of the entry's kernels ready.  Caller holds k->mu. */
+static tc_status prepare_locked(tc_program *p, int entry, bool generic, tc_error *err) {
+  Kernel *k = &p->kernels[entry];
+  Variant *v = generic ? &k->generic : &k->unit;
+  tc_context *ctx = p->ctx;
+  if (v->ready) {
+    v->source = 1;
+    v->lowered = false;
+    return TC_OK;
+  }
+  const char *id = context_identity(ctx);
+  if (!id) {
+    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
+    return TC_ERR_NOMEM;
+  }
+  Arena a = {0};
+  Buf key = {0};
+  bool keyed = !ctx->debug_passes && program_key_text(p, entry, generic, &key);
+  tc_status st = TC_OK;
+  v->lowered = !keyed || !prepare_cached(p, entry, id, &key, v, &a);
+  if (v->lowered) {
+    arena_free(&a);
+    a = (Arena){0};
+    st = prepare_lowered(p, entry, id, keyed ? &key : NULL, generic, v, &a, err);
+  }
+  buf_free(&key);
   if (st != TC_OK) {
     arena_free(&a);
     return st;
   }
   if (ctx->verbose) {
     static const char *const how[] = {"compiled", "from the memory cache", "from the disk cache"};
-    fprintf(stderr, "tensorc: %s: kernel %s: %s\n", p->prog->defs[entry]->name,
-            how[k->source >= 0 && k->source <= 2 ? k->source : 0], k->path);
+    fprintf(stderr, "tensorc: %s: kernel%s %s: %s\n", p->prog->defs[entry]->name,
+            generic ? " for any strides" : "",
+            how[v->source >= 0 && v->source <= 2 ? v->source : 0], v->path);
   }
-  k->arena = a;
-  k->fn = j.fn;
-  k->used = j.used;
-  k->ready = true;
+  v->arena = a;
+  v->ready = true;
   return TC_OK;
 }
 
@@ -1041,11 +1314,12 @@ tc_status tc_prepare(tc_program *p, int entry, tc_prepare_info *info, tc_error *
     return TC_ERR_ARGUMENT;
   Kernel *k = &p->kernels[entry];
   pthread_mutex_lock(&k->mu);
-  tc_status st = prepare_locked(p, entry, err);
+  tc_status st = prepare_locked(p, entry, false, err);
   if (info) {
     memset(info, 0, sizeof *info);
-    info->source = k->source;
-    snprintf(info->path, sizeof info->path, "%s", k->path);
+    info->source = k->unit.source;
+    info->lowered = k->unit.lowered;
+    snprintf(info->path, sizeof info->path, "%s", k->unit.path);
   }
   pthread_mutex_unlock(&k->mu);
   if (info)
@@ -1078,17 +1352,18 @@ static void rt_fail(tc_krt *rt, int site, int64_t value, int64_t bound) {
   rt->failed = 1;
 }
 
-/* Turns the kernel's first failure into a located error. */
-static tc_status report_failure(tc_program *p, const IRFunc *fn, const RunRT *r,
-                                tc_error *err) {
-  if (!atomic_load(&r->claimed) || r->site < 0 || r->site >= fn->sites.len) {
+/* Turns the kernel's first failure into a located error; `sites` are the
+ * kernel's (NULL: no valid site). */
+static tc_status report_failure(tc_program *p, const char *def, const KSite *sites,
+                                int nsites, const RunRT *r, tc_error *err) {
+  if (!atomic_load(&r->claimed) || r->site < 0 || r->site >= nsites || !sites) {
     error_set(err, TC_ERR_INTERNAL, NULL, (Loc){0, 0},
               "internal error: %s: the kernel failed without a valid failure site (%d)",
-              fn->def->name, atomic_load(&r->claimed) ? r->site : -1);
+              def, atomic_load(&r->claimed) ? r->site : -1);
     return TC_ERR_INTERNAL;
   }
-  const FailSite *s = &fn->sites.data[r->site];
-  const char *name = s->tensor ? s->tensor->name : "?";
+  const KSite *s = &sites[r->site];
+  const char *name = s->tensor ? s->tensor : "?";
   long long value = (long long)r->value, bound = (long long)r->bound;
   switch (s->kind) {
   case FAIL_INDEX:
@@ -1109,22 +1384,20 @@ static tc_status report_failure(tc_program *p, const IRFunc *fn, const RunRT *r,
     error_set(err, TC_ERR_NOMEM, &p->file, s->loc,
               "out of memory: the kernel's scratch buffer of %lld bytes", value);
     return TC_ERR_NOMEM;
+  case FAIL_LAYOUT: /* call_kernel's business: never reported */
+    error_set(err, TC_ERR_INTERNAL, NULL, (Loc){0, 0},
+              "internal error: %s: a layout check reported as a failure", def);
+    return TC_ERR_INTERNAL;
   }
   return TC_ERR_RUNTIME;
 }
 
-/* Calls the compiled kernel on a complete binding. */
-static tc_status run_kernel(tc_program *p, int entry, Run *r, tc_error *err) {
-  Kernel *k = &p->kernels[entry];
-  pthread_mutex_lock(&k->mu);
-  tc_status st = prepare_locked(p, entry, err);
-  IRFunc *fn = k->fn;
-  const bool *used = k->used;
-  tc_kernel_fn kernel = k->run;
-  pthread_mutex_unlock(&k->mu);
-  if (st)
-    return st;
+/* Calls one compiled kernel on a complete binding.  *layout: it stopped at
+ * its FAIL_LAYOUT check, before writing anything. */
+static tc_status call_kernel(tc_program *p, Run *r, const KMeta *fn, tc_kernel_fn kernel,
+                             bool *layout, tc_error *err) {
   const Def *d = r->b.def;
+  *layout = false;
   if (fn->nbufs != d->ntensors || fn->nsizes != d->nsyms) {
     error_set(err, TC_ERR_INTERNAL, NULL, (Loc){0, 0},
               "internal error: %s: the kernel's buffers do not match the definition", d->name);
@@ -1132,35 +1405,57 @@ static tc_status run_kernel(tc_program *p, int entry, Run *r, tc_error *err) {
   }
   void **data = calloc((size_t)d->ntensors + 1, sizeof *data);
   int64_t *dims = calloc(2 * (size_t)fn->ndims + 1, sizeof *dims);
-  if (!data || !dims) {
-    free(data);
-    free(dims);
-    error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
-    return TC_ERR_NOMEM;
-  }
-  st = alloc_temps(r->b.def, r, used, err);
+  tc_status st = data && dims ? alloc_temps(r->b.def, r, fn->used, err) : TC_ERR_NOMEM;
   if (st) {
     free(data);
     free(dims);
+    if (st == TC_ERR_NOMEM && (!data || !dims))
+      error_set(err, TC_ERR_NOMEM, NULL, (Loc){0, 0}, "out of memory");
     return st;
   }
   int64_t *shape = dims, *stride = dims + fn->ndims;
   for (int i = 0; i < d->ntensors; i++) {
     const View *v = &r->b.views[i];
-    const Buffer *b = fn->bufs[i];
+    int off = fn->dim_offset[i];
     data[i] = v->data;
-    for (int k2 = 0; b && k2 < b->rank; k2++) {
-      shape[b->dim_offset + k2] = v->shape[k2];
-      stride[b->dim_offset + k2] = v->stride[k2];
+    for (int k2 = 0; k2 < fn->rank[i]; k2++) {
+      shape[off + k2] = v->shape[k2];
+      stride[off + k2] = v->stride[k2];
     }
   }
   RunRT rt = {{rt_parallel_for, rt_fail, 0}, context_pool(p->ctx), 0, 0, 0, 0};
   tc_kargs args = {data, shape, stride, r->b.sizes, &rt.rt};
   int rc = kernel(&args);
-  st = rc || rt.rt.failed ? report_failure(p, fn, &rt, err) : TC_OK;
+  if (rc || rt.rt.failed) {
+    *layout = atomic_load(&rt.claimed) && rt.site >= 0 && rt.site < fn->nsites &&
+              fn->sites[rt.site].kind == FAIL_LAYOUT;
+    st = *layout ? TC_OK : report_failure(p, d->name, fn->sites, fn->nsites, &rt, err);
+  }
   free(data);
   free(dims);
   return st;
+}
+
+/* Runs the entry's unit-stride kernel, or when the layout is not the one it
+ * assumes, its generic kernel (prepared on first need). */
+static tc_status run_kernel(tc_program *p, int entry, Run *r, tc_error *err) {
+  Kernel *k = &p->kernels[entry];
+  for (int generic = p->ctx->debug_generic; generic < 2; generic++) {
+    pthread_mutex_lock(&k->mu);
+    tc_status st = prepare_locked(p, entry, generic, err);
+    const Variant *v = generic ? &k->generic : &k->unit; /* fixed once ready */
+    pthread_mutex_unlock(&k->mu);
+    if (st)
+      return st;
+    bool layout;
+    st = call_kernel(p, r, &v->meta, v->run, &layout, err);
+    if (!layout)
+      return st;
+  }
+  error_set(err, TC_ERR_INTERNAL, NULL, (Loc){0, 0},
+            "internal error: %s: the kernel for any strides checked the layout",
+            r->b.def->name);
+  return TC_ERR_INTERNAL;
 }
 
 /* ================================================================
@@ -1279,7 +1574,12 @@ static tc_status run_cuda(tc_program *p, int entry, Run *r, void *stream, int de
     return st;
   RunRT rt = {{NULL, NULL, 0}, NULL, 0, fl.site, fl.value, fl.bound};
   atomic_store(&rt.claimed, 1);
-  return report_failure(p, fn, &rt, err);
+  KSite *sites = calloc((size_t)fn->sites.len + 1, sizeof *sites);
+  for (int i = 0; sites && i < fn->sites.len; i++)
+    sites[i] = site_of(&fn->sites.data[i]);
+  st = report_failure(p, fn->def->name, sites, fn->sites.len, &rt, err);
+  free(sites);
+  return st;
 }
 
 /* Binds everything for a run on caller-provided outputs; with `views_only`
@@ -1359,11 +1659,13 @@ tc_status tc_prepare_ex(tc_program *p, int entry, const tc_run_options *opts,
   CudaModule *m;
   int how = 0;
   pthread_mutex_lock(&k->mu);
+  bool fresh = !k->cuda;
   tc_status st = prepare_cuda_locked(p, entry, opts->device, &m, &how, err);
   pthread_mutex_unlock(&k->mu);
   if (info) {
     memset(info, 0, sizeof *info);
     info->source = how;
+    info->lowered = fresh && st == TC_OK;
     snprintf(info->path, sizeof info->path, "%s", p->ctx->cache_dir ? p->ctx->cache_dir : "");
     info->seconds = now_seconds() - t0;
   }

@@ -27,6 +27,19 @@
  *                        C's loop v reads, computed at the start of that
  *                        iteration into a local buffer
  *
+ * Three directives steer the autoscheduler's passes instead of rebuilding
+ * the nest here (the stage keeps the autoscheduler, `directing`):
+ *
+ *   compute_with(H, v)   the nest joins H's outer loop v (fuse.c)
+ *   store_at(H, v)       the temporary held per iteration of H's outer loop
+ *                        v, in a local buffer (fold.c)
+ *   gemm(i, j, k, mr, nr, kc, nc, mc)
+ *                        the contraction as mr x nr register tiles over
+ *                        packed panels, blocks of kc steps, panels of nc
+ *                        columns, mc rows packed at once (tile.c)
+ *
+ * sched_func passes them on in IRFunc.want; for the stages with directives
+ * of any kind, those passes then do only what the directives say.
  * Tails: a split's inner loop runs min(f, rest) iterations where its outer
  * loop encloses it; where it does not (a reorder put it outside), or where
  * it is unrolled, it runs f iterations with the body under `if` (a guard).
@@ -62,9 +75,10 @@
  * bounds cr<k>, buffer fills cz<k>.
  *
  * The file ends with sched_print, the schedule in use as text for `tensorc
- * explain`: the user's directives, and what the autoscheduler did, read
- * back from the final IR (loop kinds of the x<stmt>_ loops, nests that are
- * gone, loops of other names).
+ * explain`: the user's directives, and what the autoscheduler did: its
+ * fusions, foldings and tiles from IRFunc.did (as compute_with, store_at,
+ * gemm), the rest read back from the final IR (loop kinds of the x<stmt>_
+ * loops, nests that are gone, loops of other names).
  */
 #include "tc.h"
 
@@ -94,8 +108,11 @@ typedef struct Stage {
   int si;
   VEC(Directive *) dirs;  /* its directives in order */
   bool loopdirs;          /* some split/tile/reorder/vectorize/unroll/parallel */
-  Directive *compute;     /* inline/compute_root/compute_at, or NULL */
+  Directive *compute;     /* inline/compute_root/compute_at/compute_with, or NULL */
+  Directive *store_at;    /* or NULL */
+  Directive *gemm;        /* or NULL */
   int at;                 /* compute_at: the consumer stage */
+  int with, fold;         /* the stages compute_with and store_at name */
   LoopVec loops;          /* outermost first */
   Loc order_loc;          /* the last directive that moved a reduction loop */
   VEC(Subst) subst;       /* apply: original loop variables in the new ones */
@@ -186,20 +203,6 @@ static IRExpr *subst_expr(Ctx *c, void *st, IRExpr *e) {
 }
 
 /* ---- the loop list ---- */
-
-static bool uses_var_in(const IRExpr *e, const IRVar *v) {
-  if (!e)
-    return false;
-  if (e->kind == IR_VAR && e->var == v)
-    return true;
-  for (int i = 0; i < e->nidx; i++)
-    if (uses_var_in(e->idx[i], v))
-      return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (uses_var_in(e->args[i], v))
-      return true;
-  return uses_var_in(e->a, v) || uses_var_in(e->b, v) || uses_var_in(e->c, v);
-}
 
 static Loop *new_loop(Sch *S, const char *name, bool red) {
   Loop *l = arena_alloc(S->c->arena, sizeof *l);
@@ -295,7 +298,7 @@ static void fuse(Sch *S, Stage *st, const Directive *d) {
   if (S->f) {
     SubstSt ss = {st->subst.data, st->subst.len};
     IRExpr *ie = subst_expr(c, &ss, in->extent), *oe = subst_expr(c, &ss, out->extent);
-    if (uses_var_in(ie, out->var) || uses_var_in(in->lo, out->var))
+    if (ir_uses_var(ie, out->var) || ir_uses_var(in->lo, out->var))
       error_at(c, d->loc, "fuse: the extent of '%s' changes with '%s' (a split's last "
                "iteration); split the other way or fuse first", in->name, out->name);
     f->var = ir_new_var(c, arena_printf(c->arena, "s%d_%s", S->f->nvars++, name), VAR_LOOP,
@@ -410,6 +413,9 @@ static void directive(Sch *S, Stage *st, Directive *d) {
   case SD_INLINE:
   case SD_COMPUTE_ROOT:
   case SD_COMPUTE_AT:
+  case SD_COMPUTE_WITH:
+  case SD_STORE_AT:
+  case SD_GEMM:
   case NUM_SCHED_DIRS:
     break;
   }
@@ -537,12 +543,153 @@ static bool inside(Sch *S, int r, int cons, int k) {
   return false;
 }
 
+/* ---- directives for the autoscheduler's passes: compute_with, store_at, gemm ---- */
+
+/* Whether the stage's nest stays the autoscheduler's, steered by fuse.c,
+ * fold.c and tile.c (IRFunc.want) rather than rebuilt here. */
+static bool directing(const Stage *st) {
+  return st->gemm || st->store_at || (st->compute && st->compute->kind == SD_COMPUTE_WITH);
+}
+
+/* The stage that argument a names: the last stage writing that tensor
+ * before stage si (or at si, with `self`). */
+static int stage_named(Sch *S, const SchedArg *a, int si, bool self, const char *dir) {
+  if (!a->name)
+    error_at(S->c, a->loc, "%s: expected the name of a stage, got an integer", dir);
+  int r = -1;
+  for (int i = 0; i < (self ? si + 1 : si); i++)
+    if (!strcmp(S->d->stmts[i]->lhs->name, a->name))
+      r = i;
+  if (r < 0) {
+    stage_of(S, a->name, a);
+    error_at(S->c, a->loc, "%s: no stage before %s writes %s", dir, stage_name(S, &S->st[si]),
+             a->name);
+  }
+  return r;
+}
+
+/* Argument a: the outer loop of stage h, whose nest the autoscheduler's. */
+static void outer_loop_arg(Sch *S, int h, const SchedArg *a, const char *dir) {
+  Stage *hs = &S->st[h];
+  const Stmt *s = hs->s;
+  if (!a->name)
+    error_at(S->c, a->loc, "%s: expected a loop name, got an integer", dir);
+  if (!s->lhs->rank)
+    error_at(S->c, a->loc, "%s: %s has no left-hand loop", dir, stage_name(S, hs));
+  if (strcmp(a->name, s->vars[0]->name))
+    error_at(S->c, a->loc, "%s: '%s' is not the outer loop of %s (that is '%s')", dir, a->name,
+             stage_name(S, hs), s->vars[0]->name);
+  if (hs->loopdirs || hs->gemm || (hs->compute && !directing(hs)))
+    error_at(S->c, a->loc, "%s: %s is scheduled by its own directives: its nest is not the "
+             "autoscheduler's", dir, stage_name(S, hs));
+}
+
+static void only_directing(Sch *S, Stage *st, const Directive *d, bool with_ok) {
+  const char *dir = sched_dir_names[d->kind];
+  if (st->loopdirs)
+    error_at(S->c, d->loc, "%s: stage %s also has loop directives; with %s its loops are %s",
+             dir, stage_name(S, st), dir, d->kind == SD_GEMM ? "tile.c's" : "the autoscheduler's");
+  if (st->compute && st->compute != d && !(with_ok && st->compute->kind == SD_COMPUTE_WITH))
+    error_at(S->c, d->loc, "%s: stage %s also has %s()", dir, stage_name(S, st),
+             sched_dir_names[st->compute->kind]);
+}
+
+/* compute_with(H, v): the stage's nest joins H's outer loop v (fuse.c). */
+static void check_with(Sch *S, Stage *st) {
+  Directive *d = st->compute;
+  arity(S, d, 2, 2);
+  only_directing(S, st, d, false);
+  if (st->gemm)
+    error_at(S->c, d->loc, "compute_with: stage %s also has gemm()", stage_name(S, st));
+  if (!st->s->lhs->rank)
+    error_at(S->c, d->loc, "compute_with: stage %s has no left-hand loop", stage_name(S, st));
+  st->with = stage_named(S, &d->args[0], st->si, false, "compute_with");
+  outer_loop_arg(S, st->with, &d->args[1], "compute_with");
+}
+
+/* store_at(H, v): the tensor is held per iteration of H's outer loop v
+ * (fold.c). */
+static void check_store_at(Sch *S, Stage *st) {
+  Directive *d = st->store_at;
+  Tensor *t = st->s->lhs;
+  arity(S, d, 2, 2);
+  if (t->role != T_TEMP)
+    error_at(S->c, d->loc, "store_at: %s is an output: it is stored whole", t->name);
+  if (!t->rank)
+    error_at(S->c, d->loc, "store_at: %s has no dimensions", t->name);
+  only_directing(S, st, d, true);
+  if (st->gemm)
+    error_at(S->c, d->loc, "store_at: stage %s also has gemm()", stage_name(S, st));
+  for (int i = 0; i < S->d->nstmts; i++)
+    if (i != st->si && S->st[i].store_at && S->d->stmts[i]->lhs == t)
+      error_at(S->c, d->loc, "store_at: %s already has one (stage %s)", t->name,
+               stage_name(S, &S->st[i]));
+  st->fold = stage_named(S, &d->args[0], st->si, true, "store_at");
+  outer_loop_arg(S, st->fold, &d->args[1], "store_at");
+}
+
+static int64_t ranged_arg(Sch *S, const SchedArg *a, const char *what, int64_t hi) {
+  if (a->name || a->ival <= 0 || a->ival > hi)
+    error_at(S->c, a->loc, "gemm: %s must be an integer from 1 to %lld", what, (long long)hi);
+  return a->ival;
+}
+
+/* gemm(i, j, k, mr, nr, kc, nc, mc): tile.c's register tiles and blocks. */
+static void check_gemm(Sch *S, Stage *st) {
+  Ctx *c = S->c;
+  Directive *d = st->gemm;
+  Stmt *s = st->s;
+  int rank = s->lhs->rank;
+  arity(S, d, 8, 8);
+  only_directing(S, st, d, false);
+  if (s->op != RED_ADD || (s->lhs->dtype != TC_FLOAT32 && s->lhs->dtype != TC_FLOAT64) ||
+      rank < 2 || s->nvars == rank)
+    error_at(c, d->loc, "gemm: stage %s is not a contraction: that is a `+=` reduction of float "
+             "or double into two or more dimensions", stage_name(S, st));
+  for (int a = 0; a < 3; a++)
+    if (!d->args[a].name)
+      error_at(c, d->args[a].loc, "gemm: expected a loop name, got an integer");
+  const char *j = s->vars[rank - 1]->name, *k = s->vars[rank]->name;
+  if (strcmp(d->args[1].name, j))
+    error_at(c, d->args[1].loc, "gemm: the columns of a tile (vector lanes) run along the "
+             "innermost left-hand loop, '%s'", j);
+  if (strcmp(d->args[2].name, k))
+    error_at(c, d->args[2].loc, "gemm: the blocked reduction loop is the first one, '%s'", k);
+  int i = -1;
+  for (int v = 0; v < rank - 1; v++)
+    if (!strcmp(d->args[0].name, s->vars[v]->name))
+      i = v;
+  if (i < 0)
+    error_at(c, d->args[0].loc, "gemm: the rows of a tile run along a left-hand loop other "
+             "than '%s'; '%s' is not one", j, d->args[0].name);
+  int64_t mr = ranged_arg(S, &d->args[3], "mr (rows of a register tile)", 32);
+  int64_t nr = ranged_arg(S, &d->args[4], "nr (columns of a register tile)", 256);
+  int64_t kc = ranged_arg(S, &d->args[5], "kc (reduction steps per block)", 1 << 16);
+  int64_t nc = ranged_arg(S, &d->args[6], "nc (columns of a packed panel)", nr * 4096);
+  int64_t mc = ranged_arg(S, &d->args[7], "mc (rows packed at once)", mr * 4096);
+  if (nc % nr)
+    error_at(c, d->args[6].loc, "gemm: nc (%lld) must be a multiple of nr (%lld)", (long long)nc,
+             (long long)nr);
+  if (mc % mr)
+    error_at(c, d->args[7].loc, "gemm: mc (%lld) must be a multiple of mr (%lld)", (long long)mc,
+             (long long)mr);
+  for (int a = 6; a <= 7; a++)
+    if ((a == 6 ? nc : mc) * kc > (1 << 26))
+      error_at(c, d->args[a].loc, "gemm: a packed panel of %lld x %lld (%s x kc) elements is too "
+               "large; at most %d", (long long)(a == 6 ? nc : mc), (long long)kc,
+               a == 6 ? "nc" : "mc", 1 << 26);
+}
+
 static void check_compute(Sch *S, Stage *st) {
   Ctx *c = S->c;
   Directive *d = st->compute;
   Stmt *s = st->s;
   Tensor *t = s->lhs;
   const char *dir = sched_dir_names[d->kind];
+  if (d->kind == SD_COMPUTE_WITH) {
+    check_with(S, st);
+    return;
+  }
   if (d->kind == SD_COMPUTE_ROOT) {
     arity(S, d, 0, 0);
     return;
@@ -580,6 +727,9 @@ static void check_compute(Sch *S, Stage *st) {
   Stage *cs = &S->st[cons];
   if (cs->compute && cs->compute->kind == SD_INLINE)
     error_at(c, a->loc, "compute_at: %s is inlined", a->name);
+  if (directing(cs))
+    error_at(c, a->loc, "compute_at: the loops of %s are the autoscheduler's (it has %s)",
+             stage_name(S, cs), cs->gemm ? "gemm" : cs->store_at ? "store_at" : "compute_with");
   int k = loop_arg(S, cs, &d->args[1], dir);
   if (cs->loops.data[k]->kind == FOR_VECTORIZED)
     error_at(c, d->args[1].loc, "compute_at: loop '%s' of %s is vectorized", d->args[1].name,
@@ -619,12 +769,19 @@ static void collect(Sch *S) {
     x->si = si;
     x->stmt = d->stmts[si];
     Stage *st = &S->st[si];
-    if (x->kind == SD_INLINE || x->kind == SD_COMPUTE_ROOT || x->kind == SD_COMPUTE_AT) {
+    if (x->kind == SD_INLINE || x->kind == SD_COMPUTE_ROOT || x->kind == SD_COMPUTE_AT ||
+        x->kind == SD_COMPUTE_WITH) {
       if (st->compute)
         error_at(c, x->loc, "stage %s already has %s() (at %d:%d)", stage_name(S, st),
                  sched_dir_names[st->compute->kind], st->compute->loc.line,
                  st->compute->loc.col);
       st->compute = x;
+    } else if (x->kind == SD_STORE_AT || x->kind == SD_GEMM) {
+      Directive **slot = x->kind == SD_STORE_AT ? &st->store_at : &st->gemm;
+      if (*slot)
+        error_at(c, x->loc, "stage %s already has %s() (at %d:%d)", stage_name(S, st),
+                 sched_dir_names[x->kind], (*slot)->loc.line, (*slot)->loc.col);
+      *slot = x;
     } else {
       st->loopdirs = true;
     }
@@ -641,6 +798,12 @@ static void check_all(Sch *S) {
   for (int i = 0; i < S->d->nstmts; i++)
     if (S->st[i].compute)
       check_compute(S, &S->st[i]);
+  for (int i = 0; i < S->d->nstmts; i++) {
+    if (S->st[i].store_at)
+      check_store_at(S, &S->st[i]);
+    if (S->st[i].gemm)
+      check_gemm(S, &S->st[i]);
+  }
 }
 
 void sched_check_def(Ctx *c, Def *d) {
@@ -778,7 +941,7 @@ static IRStmt *build_loops(Sch *S, Stage *st, Loop **ls, int n, int outer_n, Loo
         encl |= ls[k] == o;
       for (int k = 0; k < outer_n; k++)
         encl |= outer[k] == o;
-      if (!encl && (uses_var_in(extent, o->var) || uses_var_in(lo[i], o->var)))
+      if (!encl && (ir_uses_var(extent, o->var) || ir_uses_var(lo[i], o->var)))
         ok = false;
     }
     int64_t b;
@@ -897,21 +1060,10 @@ static IRStmt *inline_stmt(Ctx *c, void *st, IRStmt *s) {
   return ir_mutate_stmt_children(c, s, inline_stmt, inline_expr, st);
 }
 
-static bool stores_to(const IRStmt *s, const Buffer *b) {
-  if (!s)
-    return false;
-  if (s->kind == S_STORE && s->buf == b)
-    return true;
-  for (int i = 0; i < s->n; i++)
-    if (stores_to(s->stmts[i], b))
-      return true;
-  return stores_to(s->body, b) || stores_to(s->then, b) || stores_to(s->els, b);
-}
-
 static bool loads_from_written(const IRExpr *e, const IRStmt *s) {
   if (!e)
     return false;
-  if (e->kind == IR_LOAD && stores_to(s, e->buf))
+  if (e->kind == IR_LOAD && ir_stmt_stores(s, e->buf))
     return true;
   for (int i = 0; i < e->nidx; i++)
     if (loads_from_written(e->idx[i], s))
@@ -1209,7 +1361,7 @@ static void compute_at(Sch *S, Stage *st, Nest *n) {
   /* T's own zero-fill (lower.c's f<stmt>_0 nest) has no reader left */
   const char *fill = arena_printf(c->arena, "f%d_0", st->si);
   for (int i = 0; i < S->f->body->n; i++)
-    if (is_loop_named(S->f->body->stmts[i], fill) && stores_to(S->f->body->stmts[i], b))
+    if (is_loop_named(S->f->body->stmts[i], fill) && ir_stmt_stores(S->f->body->stmts[i], b))
       S->f->body->stmts[i] = ir_block(c, NULL, 0);
   S->f->body = replace_body(c, &rp, S->f->body);
 }
@@ -1240,7 +1392,7 @@ static bool has_user_loop(const IRStmt *s) {
 }
 
 static void apply_stage(Sch *S, Stage *st) {
-  if (!st->dirs.len || (st->compute && st->compute->kind == SD_INLINE))
+  if (!st->dirs.len || (st->compute && st->compute->kind == SD_INLINE) || directing(st))
     return;
   if (!st->s->nvars)
     return; /* compute_root of a scalar: nothing to change */
@@ -1254,6 +1406,52 @@ static void apply_stage(Sch *S, Stage *st) {
   IRStmt *r = rebuild(S, st, &n);
   mark_user(r);
   S->f->body->stmts[n.item] = r; /* a 0-d reduction: its loops, between acc and store */
+}
+
+/* The loop named `name` anywhere in s, or NULL. */
+static IRStmt *loop_named(IRStmt *s, const char *name) {
+  if (!s || is_loop_named(s, name))
+    return s;
+  for (int i = 0; i < s->n; i++) {
+    IRStmt *r = loop_named(s->stmts[i], name);
+    if (r)
+      return r;
+  }
+  IRStmt *r = loop_named(s->body, name);
+  if (!r)
+    r = loop_named(s->then, name);
+  return r ? r : loop_named(s->els, name);
+}
+
+/* What the schedule asks of fuse.c, fold.c and tile.c (IRFunc.want). */
+static void want(Sch *S) {
+  Ctx *c = S->c;
+  int n = S->d->nstmts;
+  StageHint *w = S->f->want = arena_alloc(c->arena, sizeof(StageHint) * (size_t)(n + 1));
+  for (int i = 0; i < n; i++) {
+    Stage *st = &S->st[i];
+    w[i].directed = st->dirs.len > 0;
+    w[i].with = w[i].fold = -1;
+    if (st->compute && st->compute->kind == SD_COMPUTE_WITH) {
+      w[st->with].named = true;
+      w[i].with = st->with;
+      w[i].with_loc = st->compute->loc;
+    }
+    if (st->store_at) {
+      w[st->fold].named = true;
+      w[i].fold = st->fold;
+      w[i].fold_loc = st->store_at->loc;
+    }
+    if (!st->gemm)
+      continue;
+    const SchedArg *a = st->gemm->args;
+    TileParams p = {(int)a[3].ival, (int)a[4].ival, (int)a[5].ival, (int)(a[6].ival / a[4].ival),
+                    (int)(a[7].ival / a[3].ival), NULL};
+    IRStmt *rows = loop_named(S->f->body, arena_printf(c->arena, "x%d_%s", i, a[0].name));
+    p.i = rows ? rows->var : NULL; /* a loop of extent one is gone: tile.c's choice */
+    w[i].tile = p;
+    w[i].tile_loc = st->gemm->loc;
+  }
 }
 
 void sched_func(Ctx *c, IRFunc *f) {
@@ -1284,7 +1482,28 @@ void sched_func(Ctx *c, IRFunc *f) {
   for (int i = 0; i < f->body->n; i++) /* and the nests they are in */
     if (has_user_loop(f->body->stmts[i]))
       mark_user(f->body->stmts[i]);
+  want(&S);
   f->body = simplify_stmt(c, f->body);
+}
+
+/* The stage whose loop variable v is, as sched_stage_of_loop. */
+static int stmt_of_var(const IRVar *v);
+
+int sched_stage_of_loop(const IRVar *v) { return stmt_of_var(v); }
+
+StageHint *sched_did(Ctx *c, IRFunc *f) {
+  if (!f->did) {
+    int n = f->def ? f->def->nstmts : 0;
+    f->did = arena_alloc(c->arena, sizeof(StageHint) * (size_t)(n + 1));
+    for (int i = 0; i <= n; i++)
+      f->did[i].with = f->did[i].fold = -1;
+  }
+  return f->did;
+}
+
+bool sched_directed(const IRFunc *f, const IRVar *v) {
+  int si = f->want ? stmt_of_var(v) : -1;
+  return si >= 0 && si < f->def->nstmts && (f->want[si].directed || f->want[si].named);
 }
 
 /* ---- vector loops, at the autoscheduler's turn ---- */
@@ -1414,6 +1633,55 @@ static void stage_label(char *out, size_t n, const Def *d, int si) {
     snprintf(out, n, "%.100s", s->lhs->name);
 }
 
+/* The group of stages whose nests fuse.c made one: its first stage. */
+static int group_of(const IRFunc *f, int si) {
+  return f->did && f->did[si].with >= 0 ? f->did[si].with : si;
+}
+
+/* How stage `from` names a stage of group h in compute_with (before it) or
+ * store_at (at or before it): the last stage writing h's tensor, which must
+ * be in the group; -1 if it is not. */
+static int name_in_group(const IRFunc *f, int h, int from, bool self) {
+  const Def *d = f->def;
+  int r = -1;
+  for (int i = 0; i < (self ? from + 1 : from); i++)
+    if (d->stmts[i]->lhs == d->stmts[h]->lhs)
+      r = i;
+  return r >= 0 && group_of(f, r) == h && d->stmts[r]->lhs->rank ? r : -1;
+}
+
+/* What fuse.c, fold.c and tile.c did with stage si, as compute_with,
+ * store_at and gemm (IRFunc.did); false when they did nothing with it or
+ * the directives cannot name it. */
+static bool print_did(Buf *b, const IRFunc *f, int si) {
+  const Def *d = f->def;
+  const Stmt *s = d->stmts[si];
+  const StageHint *h = f->did ? &f->did[si] : NULL;
+  char stage[160];
+  stage_label(stage, sizeof stage, d, si);
+  if (h && h->tile.mr) {
+    const TileParams *p = &h->tile;
+    int rank = s->lhs->rank;
+    buf_printf(b, "  %s.gemm(%s, %s, %s, %d, %d, %d, %d, %d)\n", stage,
+               strchr(p->i->name, '_') + 1, s->vars[rank - 1]->name, s->vars[rank]->name, p->mr,
+               p->nr, p->kc, p->nct * p->nr, p->mch * p->mr);
+    return true;
+  }
+  int with = h && h->with >= 0 ? name_in_group(f, h->with, si, false) : -1;
+  int fold = h && h->fold >= 0 ? name_in_group(f, group_of(f, h->fold), si, true) : -1;
+  if ((h && h->with >= 0 && with < 0) || (h && h->fold >= 0 && fold < 0) ||
+      (with < 0 && fold < 0))
+    return false;
+  buf_printf(b, "  %s", stage);
+  if (with >= 0)
+    buf_printf(b, ".compute_with(%s, %s)", d->stmts[with]->lhs->name,
+               d->stmts[with]->vars[0]->name);
+  if (fold >= 0)
+    buf_printf(b, ".store_at(%s, %s)", d->stmts[fold]->lhs->name, d->stmts[fold]->vars[0]->name);
+  buf_puts(b, "\n");
+  return true;
+}
+
 /* What the autoscheduler made of statement si, as directives or a comment. */
 static void print_auto(Buf *b, const IRFunc *f, const Found *all, int si) {
   const Def *d = f->def;
@@ -1428,6 +1696,8 @@ static void print_auto(Buf *b, const IRFunc *f, const Found *all, int si) {
     buf_printf(b, "  # %s: no loops\n", stage);
     return;
   }
+  if (print_did(b, f, si))
+    return;
   if (F->folded) {
     buf_printf(b, "  # %s: fused into its reader's loop and held in a local buffer (fold.c)\n",
                stage);
@@ -1461,6 +1731,12 @@ static void print_auto(Buf *b, const IRFunc *f, const Found *all, int si) {
     buf_printf(b, "  # %s: fused into the loop nest of %s by the autoscheduler\n", stage, host);
     return;
   }
+  for (int j = si + 1; f->did && j < d->nstmts; j++)
+    if (f->did[j].with == si) {
+      buf_printf(b, "  # %s: its nest also runs the stages computed with it; its loops are the "
+                 "autoscheduler's\n", stage);
+      return;
+    }
   for (int j = 0; j < d->nstmts; j++)
     if (j != si && ((all[j].host && stmt_of_var(all[j].host) == si) ||
                     (all[j].store_host && stmt_of_var(all[j].store_host) == si))) {

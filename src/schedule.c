@@ -218,17 +218,6 @@ typedef struct Hoist {
   VEC(IRStmt *) decls; /* the hoisted loads, as locals */
 } Hoist;
 
-static bool stores_to(const IRStmt *s, const Buffer *b) {
-  if (!s)
-    return false;
-  if (s->kind == S_STORE && s->buf == b)
-    return true;
-  for (int i = 0; i < s->n; i++)
-    if (stores_to(s->stmts[i], b))
-      return true;
-  return stores_to(s->body, b) || stores_to(s->then, b) || stores_to(s->els, b);
-}
-
 static void declared_vars(Hoist *H, const IRStmt *s) {
   if (!s)
     return;
@@ -262,7 +251,7 @@ static IRExpr *hoist_expr(Ctx *c, void *st, IRExpr *e) {
   Hoist *H = st;
   if (e->kind == IR_SELECT || (e->kind == IR_BIN && (e->op == OP_AND || e->op == OP_OR)))
     return e; /* lazily evaluated parts may not run: leave them */
-  if (e->kind == IR_LOAD && !stores_to(H->loop->body, e->buf)) {
+  if (e->kind == IR_LOAD && !ir_stmt_stores(H->loop->body, e->buf)) {
     bool inv = true;
     for (int i = 0; i < e->nidx; i++)
       inv &= invariant(H, e->idx[i]);

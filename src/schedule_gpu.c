@@ -32,7 +32,11 @@
  *               k and n (matrix products, batched or fused with epilogues):
  *               mapped pointwise, plus a GpuHint (f->gpu) for emit_cuda.c's
  *               tiled kernel, which re-checks the pattern after flatten.
- *   jam         other reductions mapped pointwise (convolutions) compute
+ *   conv        other contractions whose product sits in several perfectly
+ *               nested reduction loops (convolutions: c, kh, kw) are mapped
+ *               pointwise, plus a conv GpuHint: emit_cuda.c runs them as an
+ *               implicit GEMM (output positions x output channels x window).
+ *   jam         other reductions mapped pointwise compute
  *               JAM outputs a thread along the left-hand loop that the
  *               expensive per-thread operand does not read (unroll and jam:
  *               one load of it feeds JAM accumulators).
@@ -95,20 +99,6 @@ static IRStmt *unwrap(IRStmt *s) {
 }
 
 static bool is_var(const IRExpr *e, const IRVar *v) { return e && e->kind == IR_VAR && e->var == v; }
-
-static bool expr_uses_var(const IRExpr *e, const IRVar *v) {
-  if (!e)
-    return false;
-  if (is_var(e, v))
-    return true;
-  for (int i = 0; i < e->nidx; i++)
-    if (expr_uses_var(e->idx[i], v))
-      return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (expr_uses_var(e->args[i], v))
-      return true;
-  return expr_uses_var(e->a, v) || expr_uses_var(e->b, v) || expr_uses_var(e->c, v);
-}
 
 /* Whether a store in s writes at index v in some dimension (as schedule.c). */
 static bool stores_at(const IRStmt *s, const IRVar *v) {
@@ -204,7 +194,7 @@ static bool reduction_of(const IRStmt *s, const IRVar *v, int *op) {
     if (x->kind != IR_BIN ||
         !(x->op == OP_ADD || x->op == OP_MUL || x->op == OP_MIN || x->op == OP_MAX))
       return false;
-    if (!is_var(x->a, v) || expr_uses_var(x->b, v) || (*op >= 0 && *op != x->op))
+    if (!is_var(x->a, v) || ir_uses_var(x->b, v) || (*op >= 0 && *op != x->op))
       return false;
     *op = x->op;
     return true;
@@ -212,10 +202,10 @@ static bool reduction_of(const IRStmt *s, const IRVar *v, int *op) {
   if (s->kind == S_DECL && s->var == v)
     return false;
   for (int i = 0; i < s->nidx; i++)
-    if (expr_uses_var(s->idx[i], v))
+    if (ir_uses_var(s->idx[i], v))
       return false;
-  if (expr_uses_var(s->lo, v) || expr_uses_var(s->extent, v) || expr_uses_var(s->value, v) ||
-      expr_uses_var(s->cond, v))
+  if (ir_uses_var(s->lo, v) || ir_uses_var(s->extent, v) || ir_uses_var(s->value, v) ||
+      ir_uses_var(s->cond, v))
     return false;
   for (int i = 0; i < s->n; i++)
     if (!reduction_of(s->stmts[i], v, op))
@@ -370,29 +360,18 @@ static const IRExpr *strip_casts(const IRExpr *e) {
   return e;
 }
 
-static bool has_load(const IRExpr *e) {
-  if (!e)
-    return false;
-  if (e->kind == IR_LOAD)
-    return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (has_load(e->args[i]))
-      return true;
-  return has_load(e->a) || has_load(e->b) || has_load(e->c);
-}
-
 /* acc = acc + A * B where some left-hand variable is read by A only and
  * another by B only: a matrix-product-like contraction. */
 static bool is_contraction(const Nest *n, int op, const IRExpr *upd) {
   if (op != OP_ADD || !upd)
     return false;
   const IRExpr *p = strip_casts(upd->b);
-  if (!p || p->kind != IR_BIN || p->op != OP_MUL || !has_load(p->a) || !has_load(p->b))
+  if (!p || p->kind != IR_BIN || p->op != OP_MUL || !ir_loads_buf(p->a, NULL) || !ir_loads_buf(p->b, NULL))
     return false;
   bool only_a = false, only_b = false;
   for (int i = 0; i < n->rank; i++) {
     const IRVar *v = n->chain[i]->var;
-    bool a = expr_uses_var(p->a, v), b = expr_uses_var(p->b, v);
+    bool a = ir_uses_var(p->a, v), b = ir_uses_var(p->b, v);
     only_a |= a && !b;
     only_b |= b && !a;
   }
@@ -475,24 +454,24 @@ static void hint_contraction(Sched *S, const Nest *n) {
   const IRVar *k = n->red->var, *nv = n->chain[n->rank - 1]->var, *mv = NULL;
   if (!a || !b)
     return;
-  if (expr_uses_var(a, nv) && !expr_uses_var(b, nv)) { /* B is the factor over n */
+  if (ir_uses_var(a, nv) && !ir_uses_var(b, nv)) { /* B is the factor over n */
     const IRExpr *t = a;
     a = b;
     b = t;
   }
-  if (expr_uses_var(a, nv) || !expr_uses_var(b, nv) || !expr_uses_var(a, k) ||
-      !expr_uses_var(b, k))
+  if (ir_uses_var(a, nv) || !ir_uses_var(b, nv) || !ir_uses_var(a, k) ||
+      !ir_uses_var(b, k))
     return;
   for (int i = n->rank - 2; i >= 0 && !mv; i--) {
     const IRVar *v = n->chain[i]->var;
-    if (expr_uses_var(a, v) && !expr_uses_var(b, v))
+    if (ir_uses_var(a, v) && !ir_uses_var(b, v))
       mv = v;
   }
   if (!mv)
     return;
   GpuHint *h = arena_alloc(S->c->arena, sizeof *h);
   *h = (GpuHint){S->f->gpu, n->chain[0]->var, mv, nv, k, n->acc,
-                 is_var(a->idx[a->nidx - 1], k), is_var(b->idx[b->nidx - 1], k)};
+                 is_var(a->idx[a->nidx - 1], k), is_var(b->idx[b->nidx - 1], k), false};
   S->f->gpu = h;
 }
 
@@ -572,8 +551,8 @@ static int jam_loop(const Nest *n, const IRExpr **fac) {
     const IRVar *v = n->chain[i]->var;
     for (int side = 0; side < 2; side++) {
       const IRExpr *x = side ? p->b : p->a, *y = side ? p->a : p->b;
-      if (expr_uses_var(x, v) && !expr_uses_var(y, v) && !expr_uses_var(x, t) &&
-          expr_uses_var(y, t)) {
+      if (ir_uses_var(x, v) && !ir_uses_var(y, v) && !ir_uses_var(x, t) &&
+          ir_uses_var(y, t)) {
         *fac = x;
         return i;
       }
@@ -582,33 +561,19 @@ static int jam_loop(const Nest *n, const IRExpr **fac) {
   return -1;
 }
 
-static bool uses_locals(const IRExpr *e) {
-  if (!e)
-    return false;
-  if (e->kind == IR_VAR && e->var->kind == VAR_LOCAL)
-    return true;
-  for (int i = 0; i < e->nidx; i++)
-    if (uses_locals(e->idx[i]))
-      return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (uses_locals(e->args[i]))
-      return true;
-  return uses_locals(e->a) || uses_locals(e->b) || uses_locals(e->c);
-}
-
 /* A reduction nest run pointwise, with JAM outputs per thread along one
  * left-hand loop (unroll and jam), or NULL when it does not apply. */
 static IRStmt *map_jammed(Sched *S, const Nest *n, IRStmt *body) {
   Ctx *c = S->c;
   const IRExpr *fac = NULL;
   int vi = n->red && n->rank >= 2 ? jam_loop(n, &fac) : -1;
-  if (vi < 0 || uses_locals(fac))
+  if (vi < 0 || ir_uses_local(fac))
     return NULL;
   IRStmt *one;
   int len;
   IRStmt *const *l = list_of(&one, body, &len);
   if (len < 3 || l[0]->kind != S_DECL || l[0]->var != n->acc || l[1] != n->red ||
-      uses_locals(l[0]->value) || has_load(l[0]->value))
+      ir_uses_local(l[0]->value) || ir_loads_buf(l[0]->value, NULL))
     return NULL;
   const IRStmt *L = n->chain[vi];
   Jam J = {n->acc, L->var, {0}, {0}, {0}, fac};
@@ -642,6 +607,36 @@ static IRStmt *map_jammed(Sched *S, const Nest *n, IRStmt *body) {
   }
   (void)with_var_stmt;
   return s;
+}
+
+/* ---- implicit GEMM: convolutions ---- */
+
+/* n as an implicit GEMM, hinted for emit_cuda.c's conv kernel (which
+ * re-checks the pattern after flatten and finds the loop sets): perfectly
+ * nested reduction loops around acc = acc + A * B, some left-hand variable
+ * read by A only and another by B only (n->contraction), the accumulator's
+ * declaration and the loop first in the body.  A convolution's input reads
+ * h + kh: the output position and the window are both GEMM dimensions. */
+static void hint_conv(Sched *S, const Nest *n, IRStmt *body) {
+  if (!n->contraction || n->rank < 2 || !n->red || !dtype_is_float(n->acc->type))
+    return;
+  const IRStmt *u = unwrap(n->red->body);
+  while (u && u->kind == S_FOR)
+    u = unwrap(u->body);
+  if (!u || u->kind != S_ASSIGN || u->var != n->acc || u->value->op != OP_ADD ||
+      !is_var(u->value->a, n->acc))
+    return;
+  const IRExpr *p = strip_casts(u->value->b);
+  if (!p || p->kind != IR_BIN || p->op != OP_MUL || ir_uses_local(p))
+    return;
+  IRStmt *one;
+  int len;
+  IRStmt *const *l = list_of(&one, body, &len);
+  if (len < 3 || l[0]->kind != S_DECL || l[0]->var != n->acc || l[1] != n->red)
+    return;
+  GpuHint *h = arena_alloc(S->c->arena, sizeof *h);
+  *h = (GpuHint){S->f->gpu, n->chain[0]->var, NULL, NULL, n->red->var, n->acc, false, false, true};
+  S->f->gpu = h;
 }
 
 /* ---- fusion: which nests may share loops ---- */
@@ -690,28 +685,14 @@ static IRStmt *renamed_body(Sched *S, const Nest *g0, const Nest *n, int level, 
 
 /* ---- forwarding and dead stores (within one statement list) ---- */
 
-static bool loads_buf_expr(const IRExpr *e, const Buffer *b) {
-  if (!e)
-    return false;
-  if (e->kind == IR_LOAD && e->buf == b)
-    return true;
-  for (int i = 0; i < e->nidx; i++)
-    if (loads_buf_expr(e->idx[i], b))
-      return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (loads_buf_expr(e->args[i], b))
-      return true;
-  return loads_buf_expr(e->a, b) || loads_buf_expr(e->b, b) || loads_buf_expr(e->c, b);
-}
-
 static bool loads_buf(const IRStmt *s, const Buffer *b) {
   if (!s)
     return false;
   for (int i = 0; i < s->nidx; i++)
-    if (loads_buf_expr(s->idx[i], b))
+    if (ir_loads_buf(s->idx[i], b))
       return true;
-  if (loads_buf_expr(s->lo, b) || loads_buf_expr(s->extent, b) || loads_buf_expr(s->value, b) ||
-      loads_buf_expr(s->cond, b))
+  if (ir_loads_buf(s->lo, b) || ir_loads_buf(s->extent, b) || ir_loads_buf(s->value, b) ||
+      ir_loads_buf(s->cond, b))
     return true;
   for (int i = 0; i < s->n; i++)
     if (loads_buf(s->stmts[i], b))
@@ -734,17 +715,6 @@ static bool forwardable(const IRExpr *e) {
   return forwardable(e->a) && forwardable(e->b) && forwardable(e->c);
 }
 
-static bool stmt_stores(const IRStmt *s, const Buffer *b) {
-  if (!s)
-    return false;
-  if (s->kind == S_STORE && s->buf == b)
-    return true;
-  for (int i = 0; i < s->n; i++)
-    if (stmt_stores(s->stmts[i], b))
-      return true;
-  return stmt_stores(s->body, b) || stmt_stores(s->then, b) || stmt_stores(s->els, b);
-}
-
 typedef VEC(const IRVar *) CVarList;
 
 static void locals_of(Sched *S, const IRExpr *e, CVarList *out) {
@@ -765,7 +735,7 @@ static void locals_of(Sched *S, const IRExpr *e, CVarList *out) {
 static void forward_stores(Sched *S, IRStmt **l, int n) {
   for (int i = 0; i < n; i++) {
     IRStmt *st = l[i];
-    if (st->kind != S_STORE || !forwardable(st->value) || loads_buf_expr(st->value, st->buf))
+    if (st->kind != S_STORE || !forwardable(st->value) || ir_loads_buf(st->value, st->buf))
       continue;
     CVarList vars = {0};
     AccessList reads = {0};
@@ -776,11 +746,11 @@ static void forward_stores(Sched *S, IRStmt **l, int n) {
     for (int j = i + 1; j < n; j++) {
       LoadRepl r = {st->buf, st->idx, st->value, NULL, 0};
       l[j] = repl_stmt(S->c, &r, l[j]);
-      bool stop = stmt_stores(l[j], st->buf);
+      bool stop = ir_stmt_stores(l[j], st->buf);
       for (int k = 0; k < vars.len && !stop; k++)
         stop = assigns_var(l[j], vars.data[k]);
       for (int k = 0; k < reads.len && !stop; k++)
-        stop = stmt_stores(l[j], reads.data[k].buf);
+        stop = ir_stmt_stores(l[j], reads.data[k].buf);
       if (stop)
         break;
     }
@@ -797,11 +767,11 @@ static int drop_overwritten(IRStmt **l, int n) {
     if (st->kind == S_STORE) {
       for (int j = i + 1; j < n; j++) {
         if (l[j]->kind == S_STORE && l[j]->buf == st->buf &&
-            same_idx(l[j]->idx, st->idx, st->nidx) && !loads_buf_expr(l[j]->value, st->buf)) {
+            same_idx(l[j]->idx, st->idx, st->nidx) && !ir_loads_buf(l[j]->value, st->buf)) {
           dead = true;
           break;
         }
-        if (loads_buf(l[j], st->buf) || stmt_stores(l[j], st->buf))
+        if (loads_buf(l[j], st->buf) || ir_stmt_stores(l[j], st->buf))
           break;
       }
     }
@@ -876,7 +846,7 @@ static void inline_temps(Sched *S, IRStmt **l, int n, const IRVar *row) {
       for (int k = 0; k < vars.len && ok; k++)
         ok = !assigns_var(l[j], vars.data[k]);
       for (int k = 0; k < reads.len && ok; k++)
-        ok = !stmt_stores(l[j], reads.data[k].buf);
+        ok = !ir_stmt_stores(l[j], reads.data[k].buf);
     }
     if (!ok)
       continue;
@@ -988,7 +958,7 @@ static void inline_temps_global(Sched *S, Unit *u, int len) {
     accesses_expr(S, st->value, &reads);
     for (int j = i + 1; j < len && ok; j++)
       for (int k = 0; k < reads.len && ok; k++)
-        ok = !stmt_stores(u[j].s, reads.data[k].buf);
+        ok = !ir_stmt_stores(u[j].s, reads.data[k].buf);
     if (!ok)
       continue;
     const IRVar **from = arena_alloc(S->c->arena, sizeof(IRVar *) * (size_t)(n->rank + 1));
@@ -1021,7 +991,7 @@ static IRStmt *strip_stores(Ctx *c, void *st, IRStmt *s) {
 static IRStmt *strip_dead_temps(Sched *S, IRStmt *s, const Unit *later, int nlater) {
   for (int i = 0; i < S->f->nbufs; i++) {
     Buffer *b = S->f->bufs[i];
-    if (!b->tensor || b->tensor->role != T_TEMP || !stmt_stores(s, b) || loads_buf(s, b))
+    if (!b->tensor || b->tensor->role != T_TEMP || !ir_stmt_stores(s, b) || loads_buf(s, b))
       continue;
     bool read = false;
     for (int k = 0; k < nlater && !read; k++)
@@ -1134,7 +1104,9 @@ void schedule_gpu(Ctx *c, IRFunc *f) {
       IRStmt *body = ng > 1 ? fuse_elements(&S, g, ng) : g[0]->body;
       GpuHint *before = f->gpu;
       hint_contraction(&S, g[0]);
-      k = f->gpu == before ? map_jammed(&S, g[0], body) : NULL; /* not tiled: jammed? */
+      if (f->gpu == before)
+        hint_conv(&S, g[0], body); /* not tiled: an implicit GEMM? */
+      k = f->gpu == before ? map_jammed(&S, g[0], body) : NULL; /* neither: jammed? */
       if (!k)
         k = map_pointwise(&S, g[0], body);
       if (ng > 1)

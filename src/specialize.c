@@ -18,10 +18,21 @@
  * loops, which the C compiler may still vectorize on its own).  Each version
  * computes the same values: the condition only selects code.
  *
+ * The CPU pipeline uses a cheaper form, specialize_unit_func: the generic
+ * copies cost the C compiler a third of its time on a kernel (30-180 ms of
+ * cc1), for layouts that are rare.  Its kernel keeps only the unit-stride
+ * versions, and starts with one check that every stride they assume is 1;
+ * another layout fails that check before anything is written (a
+ * FAIL_LAYOUT site), and the run time then builds and runs the kernel of
+ * specialize_func, with both versions (runtime.c, "variants").
+ *
  * Requires: flattened IR (one index per access, the sum of index * stride
  * terms flatten.c builds), before simplification.
  * Guarantees: each vectorized loop whose accesses use a stride variable as
  * above (the fast copy vectorized, the other serial); the rest unchanged.
+ * specialize_unit_func: each such loop replaced by its fast copy, and when
+ * there is one, the body preceded by S_CHECK(all those strides == 1) with a
+ * FAIL_LAYOUT site.
  * Invalidates nothing (run simplify after it: `x * 1` remains).
  */
 #include "tc.h"
@@ -30,20 +41,6 @@ typedef struct Spec {
   Ctx *c;
   VEC(IRVar *) strides; /* the strides of the statement being specialized */
 } Spec;
-
-static bool uses_var(const IRExpr *e, const IRVar *v) {
-  if (!e)
-    return false;
-  if (e->kind == IR_VAR)
-    return e->var == v;
-  for (int i = 0; i < e->nidx; i++)
-    if (uses_var(e->idx[i], v))
-      return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (uses_var(e->args[i], v))
-      return true;
-  return uses_var(e->a, v) || uses_var(e->b, v) || uses_var(e->c, v);
-}
 
 static void add_stride(Spec *S, IRVar *s) {
   for (int i = 0; i < S->strides.len; i++)
@@ -62,7 +59,7 @@ static void index_strides(Spec *S, Buffer *b, const IRExpr *e, const IRVar *v) {
     const IRExpr *k = e->b->kind == IR_VAR && e->b->var == last   ? e->a
                       : e->a->kind == IR_VAR && e->a->var == last ? e->b
                                                                    : NULL;
-    if (k && uses_var(k, v))
+    if (k && ir_uses_var(k, v))
       add_stride(S, last);
   }
   if (e->kind == IR_BIN && (e->op == OP_ADD || e->op == OP_SUB)) {
@@ -176,4 +173,46 @@ void specialize_func(Ctx *c, IRFunc *f) {
   IfList l = {0};
   if (f->body)
     f->body = version(c, &l, f->body);
+}
+
+/* ---- unit strides only, behind a check at the kernel's start ---- */
+
+typedef struct Unit {
+  VEC(IRVar *) strides; /* every stride any fast copy assumes is 1 */
+} Unit;
+
+static IRStmt *unit_version(Ctx *c, void *st, IRStmt *s) {
+  Unit *U = st;
+  if (s->kind != S_FOR || s->fkind != FOR_VECTORIZED)
+    return ir_mutate_stmt_children(c, s, unit_version, NULL, st);
+  Spec S = {c, {0}};
+  body_strides(&S, s->body, s->var);
+  for (int i = 0; i < S.strides.len; i++) {
+    bool seen = false;
+    for (int j = 0; j < U->strides.len; j++)
+      seen |= U->strides.data[j] == S.strides.data[i];
+    if (!seen)
+      vec_push(c->arena, &U->strides, S.strides.data[i]);
+  }
+  return S.strides.len ? unit_stmt(c, &S, s) : s;
+}
+
+void specialize_unit_func(Ctx *c, IRFunc *f) {
+  Unit U = {{0}};
+  if (!f->body)
+    return;
+  IRStmt *body = unit_version(c, &U, f->body);
+  if (!U.strides.len)
+    return;
+  IRExpr *cond = NULL;
+  for (int i = 0; i < U.strides.len; i++) {
+    IRExpr *t = ir_bin(c, OP_EQ, ir_var(c, U.strides.data[i]), ir_i64(c, 1));
+    cond = cond ? ir_bin(c, OP_AND, cond, t) : t;
+  }
+  FailSite fs = {FAIL_LAYOUT, f->def ? f->def->loc : (Loc){0, 0}, NULL, 0, false};
+  vec_push(c->arena, &f->sites, fs);
+  IRExpr *fail = ir_fail(c, TC_INT64, f->sites.len - 1, ir_i64(c, 0), ir_i64(c, 0));
+  IRStmt *parts[2] = {ir_check(c, cond, fail), body};
+  f->body = ir_block(c, parts, 2);
+  f->body->loc = body->loc;
 }

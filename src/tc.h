@@ -414,7 +414,8 @@ typedef struct SchedArg {
   X(SD_VECTORIZE, "vectorize") X(SD_UNROLL, "unroll") X(SD_PARALLEL, "parallel") \
   X(SD_FUSE, "fuse")                                                          \
   X(SD_INLINE, "inline") X(SD_COMPUTE_ROOT, "compute_root")                   \
-  X(SD_COMPUTE_AT, "compute_at")
+  X(SD_COMPUTE_AT, "compute_at") X(SD_COMPUTE_WITH, "compute_with")           \
+  X(SD_STORE_AT, "store_at") X(SD_GEMM, "gemm")
 typedef enum {
 #define X(n, s) n,
   SCHED_DIR_LIST(X)
@@ -623,7 +624,8 @@ typedef enum {
   FAIL_INDEX,   /* a subscript out of range: value = index, bound = extent */
   FAIL_RANGE,   /* an up-front check: a read reaches `value` but extent is `bound` */
   FAIL_BC_EMPTY, /* a boundary condition on a dimension of extent 0 */
-  FAIL_NOMEM     /* a local buffer (S_ALLOC) of `value` bytes could not be allocated */
+  FAIL_NOMEM,    /* a local buffer (S_ALLOC) of `value` bytes could not be allocated */
+  FAIL_LAYOUT    /* specialize_unit_func's check: a stride is not 1; run the generic kernel */
 } FailKind;
 typedef struct FailSite {
   FailKind kind;
@@ -634,6 +636,28 @@ typedef struct FailSite {
 } FailSite;
 
 /* One lowered entry: what the kernel receives and its body. */
+/* A contraction's register tiles and blocks (tile.c; the `gemm` directive). */
+typedef struct TileParams {
+  int mr, nr;      /* a register tile: mr rows (of i) by nr columns (of j); 0: not tiled */
+  int kc;          /* reduction steps per block */
+  int nct;         /* tiles of nr per packed panel of V (a task's j block: nct*nr) */
+  int mch;         /* tiles of mr whose packed W a task keeps at once */
+  IRVar *i;        /* the rows' loop (NULL: tile.c's choice) */
+} TileParams;
+
+/* One stage's part in the autoscheduler's fusion, folding and tiling: what a
+ * schedule asks (IRFunc.want, from sched.c) or what the passes did
+ * (IRFunc.did, for sched_print).  Stages are statement indices. */
+typedef struct StageHint {
+  bool directed;   /* want: the stage has directives: fuse/fold do only what they say */
+  bool named;      /* want: a compute_with or store_at names it: it is not inlined */
+  int with;        /* its nest joins the nest of stage `with` (compute_with); -1: no */
+  int fold;        /* its tensor is held per iteration of stage `fold`'s outer loop
+                      (store_at); -1: no */
+  TileParams tile; /* tile.mr > 0: tiled with these (gemm) */
+  Loc with_loc, fold_loc, tile_loc; /* want: the directives */
+} StageHint;
+
 typedef struct IRFunc {
   Def *def;
   Buffer **bufs;   /* one per Def tensor, by tensor id */
@@ -645,6 +669,8 @@ typedef struct IRFunc {
   VEC(FailSite) sites;
   int nvars;       /* counter for fresh names */
   struct GpuHint *gpu; /* schedule_gpu.c -> emit_cuda.c: what loop kinds cannot say */
+  StageHint *want; /* sched.c -> fuse/fold/tile: [def->nstmts], what the schedule asks, or NULL */
+  StageHint *did;  /* fuse/fold/tile -> sched_print: [def->nstmts], what they did, or NULL */
 } IRFunc;
 
 /* constructors (arena from the Ctx) */
@@ -678,7 +704,28 @@ IRExpr *ir_min(Ctx *c, IRExpr *a, IRExpr *b);
 IRExpr *ir_max(Ctx *c, IRExpr *a, IRExpr *b);
 bool ir_is_const(const IRExpr *e, int64_t *v);
 bool ir_equal(const IRExpr *a, const IRExpr *b); /* structural */
-bool ir_has_fail(const IRExpr *e); /* contains an IR_FAIL */
+/* Read-only walks of an expression tree, children in the order indices,
+ * arguments, a, b, c.  ir_expr_any: whether pred holds at some node
+ * (pre-order, stopping at the first); ir_expr_visit: f at every node,
+ * pre-order, f returning false skipping that node's children. */
+typedef bool (*ExprPred)(const void *st, const IRExpr *e);
+typedef bool (*ExprVisit)(void *st, const IRExpr *e);
+bool ir_expr_any(const IRExpr *e, ExprPred pred, const void *st);
+void ir_expr_visit(const IRExpr *e, ExprVisit f, void *st);
+/* Every statement of s through fs (pre-order, false skipping its children;
+ * NULL: all) and every expression in them through ir_expr_visit(fe) (NULL:
+ * none): indices, lo, extent, value, cond, then body, then, els, stmts. */
+typedef bool (*StmtVisit)(void *st, const IRStmt *s);
+void ir_stmt_visit(const IRStmt *s, StmtVisit fs, ExprVisit fe, void *st);
+/* Whether pred holds at some statement of s (pre-order; stops at the first). */
+typedef bool (*StmtPred)(const void *st, const IRStmt *s);
+bool ir_stmt_any(const IRStmt *s, StmtPred pred, const void *st);
+bool ir_stmt_stores(const IRStmt *s, const Buffer *b); /* some S_STORE to b */
+bool ir_has_fail(const IRExpr *e);                   /* contains an IR_FAIL */
+bool ir_has_kind(const IRExpr *e, IRExprKind k);     /* contains a node of kind k */
+bool ir_uses_local(const IRExpr *e);                 /* reads a VAR_LOCAL */
+bool ir_uses_var(const IRExpr *e, const IRVar *v);   /* reads v */
+bool ir_loads_buf(const IRExpr *e, const Buffer *b); /* loads b (NULL: any buffer) */
 
 /* Mutators (Halide's IRMutator): `f` is called on each child; the helpers
  * return the same node when no child changed. */
@@ -736,10 +783,19 @@ void tile_func(Ctx *c, IRFunc *f, int vector_bytes);
  * applies it; stages it schedules get loops with IRVar.user set.
  * sched_print appends the schedule in use (the user's directives, the
  * autoscheduler's decisions as directives or comments) as a block that can
- * be pasted back; requires the final IRFunc of pipeline_run. */
+ * be pasted back; requires the final IRFunc of pipeline_run.  compute_with,
+ * store_at and gemm reach fuse.c, fold.c and tile.c through IRFunc.want,
+ * and what those passes did comes back through IRFunc.did. */
 void sched_check_def(Ctx *c, Def *d);
 void sched_func(Ctx *c, IRFunc *f);
 void sched_print(Buf *b, const IRFunc *f);
+/* The statement whose loop variable v is (x<k>_<name>), or -1; f->did
+ * (allocated on first use, every stage -1 and untiled). */
+int sched_stage_of_loop(const IRVar *v);
+StageHint *sched_did(Ctx *c, IRFunc *f);
+/* Whether v is the loop of a stage with directives that leave its nest to
+ * the autoscheduler (compute_with, store_at, gemm): inline.c keeps it. */
+bool sched_directed(const IRFunc *f, const IRVar *v);
 /* For schedule.c, at a user-scheduled nest's turn: its vector loops as the
  * autoscheduler makes them (loads hoisted, boundary tests partitioned). */
 IRStmt *sched_vectorize(Ctx *c, IRFunc *f, IRStmt *nest);
@@ -755,9 +811,16 @@ void flatten_func(Ctx *c, IRFunc *f);
 /* specialize.c: after flatten, each statement with vectorized loops gets a
  * unit-stride version, chosen at run time when its strides are 1. */
 void specialize_func(Ctx *c, IRFunc *f);
+/* specialize.c: only the unit-stride versions, behind one FAIL_LAYOUT check
+ * at the start (the CPU's first kernel; another layout runs the kernel of
+ * specialize_func, built when one first arrives). */
+void specialize_unit_func(Ctx *c, IRFunc *f);
 /* pipeline.c: runs the passes in order; when `dump` is non-NULL appends the
- * IR after each pass.  Runs ir_verify between passes. */
+ * IR after each pass.  Runs ir_verify between passes.  pipeline_run is the
+ * kernel for every layout (specialize_func), pipeline_run_unit the CPU's
+ * first kernel, for unit strides (specialize_unit_func). */
 IRFunc *pipeline_run(Ctx *c, Def *d, Buf *dump);
+IRFunc *pipeline_run_unit(Ctx *c, Def *d, Buf *dump);
 void ir_verify(Ctx *c, IRFunc *f, const char *after);
 
 /* ================================================================
@@ -819,6 +882,9 @@ tc_status jit_build(const JitConfig *cfg, const char *source, size_t len,
 /* A string identifying the compiler and host for cache keys (the resolved
  * compiler path, its size and mtime, the flags, the CPU model). */
 char *jit_identity(const JitConfig *cfg); /* malloc'ed */
+/* tensorc's own code for the program-level cache key (jit.c's comment);
+ * NULL when it cannot be found.  Malloc'ed. */
+char *jit_self_identity(void);
 
 typedef struct Cache Cache;
 Cache *cache_new(const char *dir /* NULL: memory only */);
@@ -829,6 +895,17 @@ void cache_free(Cache *k); /* dlcloses every handle */
 tc_status cache_get(Cache *k, const JitConfig *cfg, const char *identity,
                     const char *source, size_t len, tc_kernel_fn *fn, int *how,
                     char *path, size_t pathlen, tc_error *err);
+/* Programs (cache.c's comment): `text` is everything a kernel depends on
+ * besides `identity`; a hit gives the kernel (loaded from memory or disk,
+ * never built; `how` 1 or 2) and the metadata stored with it (*meta
+ * malloc'ed).  put maps text to the kernel of `source` (built by cache_get
+ * under `kernel_identity`) and stores the metadata, in memory and on disk. */
+bool cache_find_program(Cache *k, const char *identity, const void *text, size_t len,
+                        tc_kernel_fn *fn, unsigned char **meta, size_t *metalen, int *how,
+                        char *path, size_t pathlen);
+void cache_put_program(Cache *k, const char *identity, const void *text, size_t len,
+                       const char *kernel_identity, const char *source, size_t srclen,
+                       const unsigned char *meta, size_t metalen);
 /* Other artifacts (CUDA cubins) on disk only: `<dir>/<hex key>.<ext>`,
  * verified on load (a bad entry is removed: false), published atomically.
  * *out is malloc'ed. */
@@ -889,6 +966,8 @@ struct GpuHint {
   const IRVar *root;    /* the kernel's outermost loop */
   const IRVar *m, *n, *k, *acc;
   bool a_kfast, b_kfast; /* the operand's last subscript is k (else m, n) */
+  bool conv;             /* an implicit GEMM (emit_cuda.c's find_conv finds its loop
+                            sets): m and n are NULL, k the outer reduction loop */
 };
 /* pipeline.c: the CUDA pass list: lower, schedule_gpu, flatten, simplify. */
 IRFunc *pipeline_run_gpu(Ctx *c, Def *d, Buf *dump);
@@ -922,6 +1001,8 @@ struct GpuStep {
   int stage_size;              /* ... of this many bytes each (the launch gives the room
                                   when it fits, else the kernel reads memory) */
   int threads;                 /* ROWS, SINGLE: threads per block */
+  int rows;                    /* POINTWISE: consecutive block-loop iterations per
+                                  thread (a stencil's; 0: one) */
 };
 
 typedef struct GpuPlan {

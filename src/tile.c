@@ -57,6 +57,11 @@
  * values of it, and one box, spanning the run, serves them all: each point
  * reads it at P[off[r] + poff + ...], poff its row's offset.
  *
+ * An operand read along the reduction in its last dimension (B of A*B^T
+ * as V, A of A*B as W) is packed across its rows: in full tiles in N x N
+ * blocks (an N-float vector) that emit_c.c turns into in-register
+ * transposes, the rest one element at a time (see "transposed packing").
+ *
  * Tails need no
  * separate code: P is zero-padded past the last j, a partial i tile reads
  * the last row again for its missing rows, and the loads and stores of C
@@ -73,6 +78,12 @@
  * that split as above, neither reads a local (an indirect subscript) or
  * checks its subscripts per element, and the ranges are rectangular.
  *
+ * The constants below are the autoscheduler's; a schedule's `gemm`
+ * (IRFunc.want, from sched.c) gives MR, NR, KC, NCT, MCH and the variable i
+ * for its stage instead (an error at the directive when the nest does not
+ * match), and stages with other directives are not tiled.  What was used is
+ * recorded in IRFunc.did, for `tensorc explain`.
+ *
  * Requires: lowered IR (multi-dim accesses) after inline and fuse; loops
  * serial.  Guarantees: tiled nests with loops marked parallel, unrolled and
  * vectorized (schedule.c leaves nests with marked loops alone); other nests
@@ -88,7 +99,7 @@ enum {
   MR32 = 8,  /* with 32 vector registers (AVX-512) */
   KC = 256,  /* reduction steps (all reduction variables) per block */
   NCT = 16,  /* tiles of NR per packed panel of V (a task's j block) */
-  MCR = 256, /* rows of i per task at least, when tasks split i */
+  MCR = 512, /* rows of i per task at least, when tasks split i */
   TASKS = 16, /* parallel tasks wanted (the pool makes chunks of them) */
   MCH = 48,  /* tiles of MR whose packed W a task keeps at once (L2) */
 };
@@ -125,41 +136,13 @@ static IRStmt *only(IRStmt *s) {
   return s;
 }
 
-static bool uses_var(const IRExpr *e, const IRVar *v) {
-  if (!e)
-    return false;
-  if (e->kind == IR_VAR)
-    return e->var == v;
-  for (int i = 0; i < e->nidx; i++)
-    if (uses_var(e->idx[i], v))
-      return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (uses_var(e->args[i], v))
-      return true;
-  return uses_var(e->a, v) || uses_var(e->b, v) || uses_var(e->c, v);
-}
-
-static bool reads_local(const IRExpr *e) {
-  if (!e)
-    return false;
-  if (e->kind == IR_VAR && e->var->kind == VAR_LOCAL)
-    return true;
-  for (int i = 0; i < e->nidx; i++)
-    if (reads_local(e->idx[i]))
-      return true;
-  for (int i = 0; i < e->nargs; i++)
-    if (reads_local(e->args[i]))
-      return true;
-  return reads_local(e->a) || reads_local(e->b) || reads_local(e->c);
-}
-
 /* Whether e (a bound) depends on a loop of k's nest. */
 static bool uses_loops(const Con *k, const IRExpr *e) {
   for (int i = 0; i < k->p; i++)
-    if (uses_var(e, k->lhs[i]->var))
+    if (ir_uses_var(e, k->lhs[i]->var))
       return true;
   for (int i = 0; i < k->q; i++)
-    if (uses_var(e, k->red[i]->var))
+    if (ir_uses_var(e, k->red[i]->var))
       return true;
   return false;
 }
@@ -215,17 +198,17 @@ static bool match(IRStmt *s, Con *k) {
       return false;
   IRVar *j = k->lhs[k->p - 1]->var;
   k->jpos = k->p - 1;
-  bool aj = uses_var(prod->a, j), bj = uses_var(prod->b, j);
+  bool aj = ir_uses_var(prod->a, j), bj = ir_uses_var(prod->b, j);
   if (aj == bj)
     return false;
   k->V = aj ? prod->a : prod->b;
   k->W = aj ? prod->b : prod->a;
-  if (ir_has_fail(k->V) || ir_has_fail(k->W) || reads_local(k->V) || reads_local(k->W) ||
-      uses_var(k->V, k->acc) || uses_var(k->W, k->acc))
+  if (ir_has_fail(k->V) || ir_has_fail(k->W) || ir_uses_local(k->V) || ir_uses_local(k->W) ||
+      ir_uses_var(k->V, k->acc) || ir_uses_var(k->W, k->acc))
     return false;
   k->ipos = -1;
   for (int d = k->p - 2; d >= 0 && k->ipos < 0; d--)
-    if (uses_var(k->W, k->lhs[d]->var) && !uses_var(k->V, k->lhs[d]->var))
+    if (ir_uses_var(k->W, k->lhs[d]->var) && !ir_uses_var(k->V, k->lhs[d]->var))
       k->ipos = d;
   return k->ipos >= 0;
 }
@@ -239,6 +222,8 @@ typedef struct Tile {
   int mr;             /* MR: rows of a register tile */
   int nr;             /* NR: elements per tile row (two vectors) */
   Loc loc;
+  int kc, nct, mch;   /* KC, NCT, MCH or a schedule's (TileParams) */
+  int vbytes;         /* the widest vector, in bytes */
 } Tile;
 
 static IRVar *fresh(Tile *T, const char *prefix, VarKind kind) {
@@ -357,7 +342,7 @@ static IRExpr *rflat(Tile *T, IRVar **r, IRExpr *r1_0) {
 static bool v_reads_along_j(const IRExpr *e, const IRVar *j) {
   if (!e)
     return false;
-  if (e->kind == IR_LOAD && e->nidx > 0 && uses_var(e->idx[e->nidx - 1], j))
+  if (e->kind == IR_LOAD && e->nidx > 0 && ir_uses_var(e->idx[e->nidx - 1], j))
     return true;
   for (int i = 0; i < e->nidx; i++)
     if (v_reads_along_j(e->idx[i], j))
@@ -366,6 +351,66 @@ static bool v_reads_along_j(const IRExpr *e, const IRVar *j) {
     if (v_reads_along_j(e->args[i], j))
       return true;
   return v_reads_along_j(e->a, j) || v_reads_along_j(e->b, j) || v_reads_along_j(e->c, j);
+}
+
+/* ---- transposed packing ----
+ * A factor that reads the reduction variable in its last dimension (B of
+ * A*B^T for V, A of A*B for W) is packed across its rows: element (x, r)
+ * goes to panel position r*width + x.  Copied one element at a time that is
+ * a strided store per element; where the tile is full (no zero padding, no
+ * repeated row) it is copied instead in N x N blocks, which emit_c.c turns
+ * into in-register transposes (N vector loads, shuffles, N vector stores)
+ * when the factor's last stride is 1 at run time. */
+
+/* N for blocks of a row of `width` (NR or MR): a power of two dividing it,
+ * N elements filling a 32- or 64-byte vector the machine has, the widest;
+ * 0 if none. */
+static int tblock(Tile *T, int width) {
+  int size = dtype_info[T->k->t].size;
+  for (int bytes = T->vbytes >= 64 ? 64 : 32; bytes >= 32 && bytes <= T->vbytes; bytes /= 2) {
+    int n = bytes / size;
+    if (n >= 4 && width % n == 0)
+      return n;
+  }
+  return 0;
+}
+
+/* Whether factor e is a load of a tensor of the contraction's type whose
+ * last subscript reads the (only) reduction variable and not `x`. */
+static bool reads_across(Tile *T, const IRExpr *e, const IRVar *x) {
+  Con *k = T->k;
+  return k->q == 1 && e->kind == IR_LOAD && !e->buf->local && e->type == k->t &&
+         e->buf->dtype == k->t && e->nidx > 0 && ir_uses_var(e->idx[e->nidx - 1], k->red[0]->var) &&
+         !ir_uses_var(e->idx[e->nidx - 1], x);
+}
+
+/* The N x N blocks of a full tile: for rb < len/N, xb < width/N, a < N, b < N:
+ *   dst[base + (rb*N + b)*width + xb*N + a] = e(x = x0 + xb*N + a, r = r1_0 + rb*N + b)
+ * The caller copies the steps from r1_0 + (len/N)*N on one at a time. */
+static IRStmt *pack_blocks(Tile *T, Buffer *dst, IRExpr *base, Subst *outer, IRVar *xv,
+                           IRExpr *x0, int width, int n, const IRExpr *e, IRExpr *r1_0,
+                           IRExpr *len) {
+  Con *k = T->k;
+  IRVar *rb = fresh(T, "t", VAR_LOOP), *xb = fresh(T, "t", VAR_LOOP);
+  IRVar *a = fresh(T, "t", VAR_LOOP), *b = fresh(T, "t", VAR_LOOP);
+  Subst S = *outer;
+  IRExpr *rr = add(T, mul(T, var(T, rb), i64(T, n)), var(T, b));
+  bind(&S, xv, add(T, add(T, x0, mul(T, var(T, xb), i64(T, n))), var(T, a)));
+  bind(&S, k->red[0]->var, add(T, r1_0, rr));
+  IRExpr *at = add(T, add(T, base, mul(T, rr, i64(T, width))),
+                   add(T, mul(T, var(T, xb), i64(T, n)), var(T, a)));
+  IRStmt *blk = loop(T, a, i64(T, 0), i64(T, n), FOR_UNROLLED,
+                     loop(T, b, i64(T, 0), i64(T, n), FOR_UNROLLED,
+                          lstore(T, dst, at, subst(T, &S, (IRExpr *)e))));
+  return loop(T, rb, i64(T, 0), div_(T, max_(T, len, i64(T, 0)), i64(T, n)), FOR_SERIAL,
+              loop(T, xb, i64(T, 0), i64(T, width / n), FOR_SERIAL, blk));
+}
+
+/* Where the one-at-a-time copy of a tile starts in the reduction: after the
+ * whole blocks of a full tile, else at r1_0. */
+static IRExpr *rest_from(Tile *T, IRExpr *full, IRExpr *r1_0, IRExpr *len, int n) {
+  IRExpr *whole = mul(T, div_(T, max_(T, len, i64(T, 0)), i64(T, n)), i64(T, n));
+  return add(T, r1_0, ir_select(T->c, full, whole, i64(T, 0)));
 }
 
 /* The packing of a block: P[(jt*KLEN + rflat)*NR + ji] = V, 0 past j's end. */
@@ -396,6 +441,19 @@ static IRStmt *pack(Tile *T, Buffer *P, Subst *outer, IRExpr *j0, IRExpr *ntj, I
       body = loop(T, r[i], lo, ext, FOR_SERIAL, body);
     }
     body = loop(T, ji, i64(T, 0), i64(T, T->nr), FOR_SERIAL, body);
+    int n = tblock(T, T->nr);
+    IRVar *jv = k->lhs[k->jpos]->var;
+    if (n && reads_across(T, k->V, jv)) { /* full tiles in blocks, then the rest */
+      IRExpr *jt0 = add(T, j0, mul(T, var(T, jt), i64(T, T->nr)));
+      IRExpr *full = simplify_expr(T->c, lt(T, add(T, jt0, i64(T, T->nr - 1)), jend));
+      IRStmt *fast = pack_blocks(T, P, mul(T, mul(T, var(T, jt), klen), i64(T, T->nr)), outer, jv,
+                                 jt0, T->nr, n, k->V, r1_0, kb_len);
+      IRExpr *from = rest_from(T, full, r1_0, kb_len, n);
+      body->body->lo = simplify_expr(T->c, from); /* the loop over r */
+      body->body->extent = simplify_expr(T->c, sub(T, add(T, r1_0, kb_len), from));
+      IRStmt *both[2] = {ir_if(T->c, full, fast, NULL), body};
+      body = block(T, both, 2);
+    }
     return loop(T, jt, i64(T, 0), ntj, FOR_SERIAL, body);
   }
   for (int i = k->q - 1; i >= 0; i--) {
@@ -426,7 +484,7 @@ typedef struct Box {
 } Box;
 
 static bool affine(const IRExpr *e, const IRVar *v) {
-  if (!uses_var(e, v) || e->kind == IR_VAR)
+  if (!ir_uses_var(e, v) || e->kind == IR_VAR)
     return true;
   if (e->kind == IR_CAST)
     return dtype_is_int(e->type) && dtype_is_int(e->a->type) && affine(e->a, v);
@@ -437,7 +495,7 @@ static bool affine(const IRExpr *e, const IRVar *v) {
   if (e->op == OP_ADD || e->op == OP_SUB)
     return affine(e->a, v) && affine(e->b, v);
   if (e->op == OP_MUL)
-    return (!uses_var(e->a, v) && affine(e->b, v)) || (!uses_var(e->b, v) && affine(e->a, v));
+    return (!ir_uses_var(e->a, v) && affine(e->b, v)) || (!ir_uses_var(e->b, v) && affine(e->a, v));
   return false;
 }
 
@@ -526,7 +584,7 @@ static bool box_of(Tile *T, Box *B) {
       shared |= d == B->rank - 1 && B->coef[d][q] != 0;
     }
     for (int i = 0; i < k->p; i++) /* i, and outer variables are fixed per task */
-      if (i == k->ipos && uses_var(B->sub[d], k->lhs[i]->var))
+      if (i == k->ipos && ir_uses_var(B->sub[d], k->lhs[i]->var))
         return false;
     B->pos[d] = fresh(T, "p", VAR_LOOP);
   }
@@ -695,6 +753,17 @@ static IRStmt *pack_w(Tile *T, Buffer *Ap, IRExpr *aoff, Subst *outer, IRExpr *i
     IRExpr *lo = q ? k->red[q]->lo : r1_0, *ext = q ? k->red[q]->extent : kb_len;
     body = loop(T, r[q], lo, ext, FOR_SERIAL, body);
   }
+  IRVar *iv = k->lhs[k->ipos]->var;
+  int n = tblock(T, T->mr);
+  if (n && reads_across(T, k->W, iv)) { /* a full tile in blocks */
+    IRExpr *full = simplify_expr(T->c, lt(T, add(T, i0, i64(T, T->mr - 1)), iend));
+    IRStmt *fast = pack_blocks(T, Ap, aoff, outer, iv, i0, T->mr, n, k->W, r1_0, kb_len);
+    IRExpr *from = rest_from(T, full, r1_0, kb_len, n);
+    body->lo = simplify_expr(T->c, from); /* the loop over r */
+    body->extent = simplify_expr(T->c, sub(T, add(T, r1_0, kb_len), from));
+    IRStmt *both[2] = {ir_if(T->c, full, fast, NULL), body};
+    body = block(T, both, 2);
+  }
   return body;
 }
 
@@ -794,11 +863,11 @@ static IRStmt *build(Tile *T) {
 
   /* sizes, all run-time int64 expressions */
   IRExpr *ntiles_j = ceil_div(T, lj->extent, nr);
-  IRExpr *njc = ceil_div(T, ntiles_j, NCT);
+  IRExpr *njc = ceil_div(T, ntiles_j, T->nct);
   IRExpr *rin = i64(T, 1);
   for (int q = 1; q < k->q; q++)
     rin = mul(T, rin, max_(T, k->red[q]->extent, i64(T, 0)));
-  IRExpr *kcb = max_(T, i64(T, 1), div_(T, i64(T, KC), rin)); /* r1 steps per block */
+  IRExpr *kcb = max_(T, i64(T, 1), div_(T, i64(T, T->kc), rin)); /* r1 steps per block */
   IRExpr *klen = mul(T, kcb, rin);                            /* reduction steps per block */
   IRExpr *r1ext = max_(T, k->red[0]->extent, i64(T, 0));
   IRExpr *nkb = max_(T, i64(T, 1), div_(T, add(T, r1ext, sub(T, kcb, i64(T, 1))), kcb));
@@ -811,7 +880,7 @@ static IRStmt *build(Tile *T) {
     if (d == k->ipos || d == k->jpos)
       continue;
     IRExpr *ext = max_(T, k->lhs[d]->extent, i64(T, 0));
-    if (uses_var(k->W, k->lhs[d]->var)) {
+    if (ir_uses_var(k->W, k->lhs[d]->var)) {
       wd[nw++] = d;
       nwv = mul(T, nwv, ext);
     } else {
@@ -844,12 +913,12 @@ static IRStmt *build(Tile *T) {
   /* the parallel loop over (W's variables, point blocks, i blocks, j blocks) */
   IRVar *g = fresh(T, "g", VAR_LOOP);
   IRExpr *ntask = mul(T, mul(T, mul(T, njc, nic), npb), nwv);
-  IRExpr *apsize = mul(T, i64(T, T->mr), klen), *psize = mul(T, i64(T, NCT * nr), klen);
-  apsize = mul(T, apsize, max_(T, min_(T, tpt, i64(T, MCH)), i64(T, 1)));
+  IRExpr *apsize = mul(T, i64(T, T->mr), klen), *psize = mul(T, i64(T, T->nct * nr), klen);
+  apsize = mul(T, apsize, max_(T, min_(T, tpt, i64(T, T->mch)), i64(T, 1)));
   if (boxed) { /* the largest box: a full block, a full j block, PB points */
     psize = i64(T, 1);
     for (int d = 0; d < B.rank; d++)
-      psize = mul(T, psize, box_extent(T, &B, d, kcb, i64(T, NCT * nr), i64(T, PB)));
+      psize = mul(T, psize, box_extent(T, &B, d, kcb, i64(T, T->nct * nr), i64(T, PB)));
   }
   IRExpr *offsize = klen;
   /* inside a task the sizes are locals: computed once, not in the loops */
@@ -887,9 +956,10 @@ static IRStmt *build(Tile *T) {
     hlast = named(T, &top, sub(T, add(T, h0, hn), i64(T, 1)));
   }
   IRVar *j0 = local(T), *ntj = local(T);
-  vec_push(c->arena, &top, decl(T, j0, add(T, lj->lo, mul(T, var(T, jc), i64(T, NCT * nr)))));
+  vec_push(c->arena, &top, decl(T, j0, add(T, lj->lo, mul(T, var(T, jc), i64(T, T->nct * nr)))));
   vec_push(c->arena, &top,
-           decl(T, ntj, min_(T, i64(T, NCT), sub(T, ntiles_j, mul(T, var(T, jc), i64(T, NCT))))));
+           decl(T, ntj, min_(T, i64(T, T->nct),
+                             sub(T, ntiles_j, mul(T, var(T, jc), i64(T, T->nct))))));
 
   /* per reduction block: pack W (all i tiles when there are points), then
    * per point pack V and run the tiles */
@@ -904,7 +974,7 @@ static IRStmt *build(Tile *T) {
   /* the task's i tiles, in chunks of up to MCH whose packed W stays in L2 */
   IRExpr *it0 = named(T, &top, mul(T, var(T, ic), tpt));
   IRExpr *nit = named(T, &top, min_(T, tpt, sub(T, nti, it0)));
-  IRExpr *nch = named(T, &top, ceil_div(T, nit, MCH));
+  IRExpr *nch = named(T, &top, ceil_div(T, nit, T->mch));
   IRVar *ch = fresh(T, "t", VAR_LOOP), *ci0v = local(T), *cnv = local(T);
   IRExpr *ci0 = var(T, ci0v), *cn = var(T, cnv);
   IRExpr *aoff = mul(T, sub(T, var(T, it), ci0), mul(T, i64(T, T->mr), klen));
@@ -921,9 +991,9 @@ static IRStmt *build(Tile *T) {
   StmtList *vdst = runs ? &chunk : np > 0 ? &per_pt : &blk;
   vec_push(c->arena, &blk, decl(T, r10, add(T, k->red[0]->lo, mul(T, var(T, kb), kcb))));
   vec_push(c->arena, &blk, decl(T, kbl, min_(T, kcb, sub(T, r1ext, mul(T, var(T, kb), kcb)))));
-  vec_push(c->arena, &chunk, decl(T, ci0v, add(T, it0, mul(T, var(T, ch), i64(T, MCH)))));
+  vec_push(c->arena, &chunk, decl(T, ci0v, add(T, it0, mul(T, var(T, ch), i64(T, T->mch)))));
   vec_push(c->arena, &chunk,
-           decl(T, cnv, min_(T, i64(T, MCH), sub(T, nit, mul(T, var(T, ch), i64(T, MCH))))));
+           decl(T, cnv, min_(T, i64(T, T->mch), sub(T, nit, mul(T, var(T, ch), i64(T, T->mch))))));
   /* W for the chunk's i tiles, before the points */
   vec_push(c->arena, &chunk,
            loop(T, it, ci0, cn, FOR_SERIAL, pack_w(T, Ap, aoff, &outer, i0, r1_0, kb_len)));
@@ -963,6 +1033,31 @@ static IRStmt *build(Tile *T) {
   return loop(T, g, i64(T, 0), ntask, FOR_PARALLEL, body);
 }
 
+/* The schedule's `gemm` for nest s, or NULL. */
+static const StageHint *wanted(const IRFunc *f, const IRStmt *s) {
+  int si = f->want && s->kind == S_FOR ? sched_stage_of_loop(s->var) : -1;
+  if (si < 0 || si >= f->def->nstmts || !f->want[si].tile.mr)
+    return NULL;
+  return &f->want[si];
+}
+
+/* The rows of the tiles along p->i instead of tile.c's choice: any
+ * left-hand variable but j that W reads and V does not. */
+static void rows_along(Ctx *c, Con *k, const StageHint *h) {
+  if (!h->tile.i)
+    return;
+  for (int d = 0; d < k->p; d++)
+    if (k->lhs[d]->var == h->tile.i) {
+      if (d == k->jpos || !ir_uses_var(k->W, h->tile.i) || ir_uses_var(k->V, h->tile.i))
+        break;
+      k->ipos = d;
+      return;
+    }
+  error_at(c, h->tile_loc, "gemm: '%s' cannot be the rows of the tiles: that needs a left-hand "
+           "loop other than the innermost one that the factor not reading the innermost one "
+           "reads and the other factor does not", strchr(h->tile.i->name, '_') + 1);
+}
+
 void tile_func(Ctx *c, IRFunc *f, int vector_bytes) {
   if (!f->body || f->body->kind != S_BLOCK)
     return;
@@ -970,15 +1065,44 @@ void tile_func(Ctx *c, IRFunc *f, int vector_bytes) {
   IRStmt **items = arena_alloc(c->arena, sizeof(IRStmt *) * (size_t)(f->body->n + 1));
   for (int i = 0; i < f->body->n; i++) {
     IRStmt *s = items[i] = f->body->stmts[i];
-    Con k;
-    if (s->kind != S_FOR || s->var->user || !match(s, &k))
+    if (s->kind != S_FOR || s->var->user)
       continue;
+    const StageHint *h = wanted(f, s);
+    int si = sched_stage_of_loop(s->var);
+    if (!h && f->want && si >= 0 && si < f->def->nstmts && f->want[si].directed)
+      continue; /* a stage with directives is tiled only by `gemm` */
+    Con k;
+    if (!match(s, &k)) {
+      if (h)
+        error_at(c, h->tile_loc, "gemm: this stage is not a contraction that tile.c tiles: a "
+                 "`+=` into two or more dimensions of float32 or float64 products of two "
+                 "factors, one reading the innermost left-hand index and one not, over "
+                 "rectangular ranges");
+      continue;
+    }
     int lanes = vector_bytes / dtype_info[k.t].size;
     /* 2*MR accumulators, two vectors of V and a broadcast in registers */
-    Tile T = {c, f, &k, vector_bytes >= 64 ? MR32 : MR, 2 * (lanes > 1 ? lanes : 1), s->loc};
+    Tile T = {c, f, &k, vector_bytes >= 64 ? MR32 : MR, 2 * (lanes > 1 ? lanes : 1), s->loc,
+              KC, NCT, MCH, vector_bytes};
+    if (h) {
+      rows_along(c, &k, h);
+      T.mr = h->tile.mr;
+      T.nr = h->tile.nr;
+      T.kc = h->tile.kc;
+      T.nct = h->tile.nct;
+      T.mch = h->tile.mch;
+    }
+    if (si >= 0 && si < f->def->nstmts) {
+      TileParams used = {T.mr, T.nr, T.kc, T.nct, T.mch, k.lhs[k.ipos]->var};
+      sched_did(c, f)[si].tile = used;
+    }
     items[i] = build(&T);
     changed = true;
   }
+  for (int si = 0; f->want && si < f->def->nstmts; si++)
+    if (f->want[si].tile.mr && !(f->did && f->did[si].tile.mr))
+      error_at(c, f->want[si].tile_loc, "gemm: this stage's loop nest is not there to tile (a "
+               "loop of extent one was folded away)");
   if (!changed)
     return;
   IRStmt *b = ir_block(c, items, f->body->n);

@@ -1734,3 +1734,192 @@ def _(I):
 def _(A):
     t = d(A) * d(A)
     return F(t + t[:, ::-1, :])
+
+
+# ---- 16-bit float products (tensor cores on CUDA) ----
+
+@ref("matmul_bf16.tc:mm_bf16")
+def _(A, B):
+    return Bf16(d(A) @ d(B))
+
+
+@ref("matmul_bf16.tc:tmm_bf16")
+def _(A, B):
+    return F(d(A) @ d(B).T)
+
+
+@ref("matmul_bf16.tc:atb_f16")
+def _(A, B):
+    return F(d(A).T @ d(B))
+
+
+@ref("matmul_bf16.tc:atbt_f16")
+def _(A, B):
+    return F(d(A).T @ d(B).T)
+
+
+@ref("matmul_bf16.tc:bmm_bf16")
+def _(X, Y):
+    return Bf16(d(X) @ d(Y))
+
+
+@ref("matmul_bf16.tc:linear_relu_bf16")
+def _(X, W, Bias):
+    h = F(d(X) @ d(W).T)
+    return Bf16(np.maximum(h + Bias.astype(np.float32), f32(0)))
+
+
+@ref("matmul_bf16.tc:shifted_clamp_bf16")
+def _(A, B):
+    K = A.shape[1]
+    shifted = d(A)[:, np.minimum(np.arange(K) + 1, K - 1)]  # A(m, k+1), clamped
+    return F(shifted @ d(B))
+
+
+# ---- tiling.tc: transposed packing, rows split across tasks ----
+
+@ref("tiling.tc:mm_nt_f32")
+def _(A, B):
+    return F(d(A) @ d(B).T)
+
+
+@ref("tiling.tc:mm_rows_split")
+def _(A, B):
+    return F(d(A) @ d(B))
+
+
+# ---- gpu_rows.tc: the CUDA back end's row kernels and stencils ----
+
+def _blur_sep(I):
+    """Separable 3x3 box blur over the last two axes, edges clamped."""
+    H, W = I.shape[-2:]
+    pad = [(0, 0)] * (I.ndim - 2) + [(1, 1), (1, 1)]
+    P = np.pad(d(I), pad, mode="edge")
+    return F(sum(P[..., dy:dy + H, dx:dx + W] for dy in range(3) for dx in range(3))
+             * (0.33333334 * 0.33333334))
+
+
+@ref("gpu_rows.tc:softmax_rows")
+def _(X):
+    return F(softmax_last(X))
+
+
+@ref("gpu_rows.tc:softmax_plus")
+def _(X):
+    return F(softmax_last(X) + d(X))
+
+
+@ref("gpu_rows.tc:norm_two")
+def _(X, g):
+    x = d(X)
+    mean = x.mean(axis=1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
+    return F((x - mean) / np.sqrt(var + 1e-5) * d(g)), F(np.sqrt(np.abs(x - mean) / (var + 1.0)))
+
+
+@ref("gpu_rows.tc:blur_sep")
+def _(I):
+    return _blur_sep(I)
+
+
+@ref("gpu_rows.tc:blur_batch")
+def _(I):
+    return _blur_sep(I)
+
+
+# ---- schedule_auto.tc: gemm / compute_with / store_at (results as without) ----
+
+@ref("schedule_auto.tc:mm_small_tiles")
+def _(A, B):
+    return F(d(A) @ d(B))
+
+
+@ref("schedule_auto.tc:mm_unit_tiles")
+def _(A, B):
+    return A @ B
+
+
+@ref("schedule_auto.tc:bmm_bias")
+def _(A, B, bias):
+    return F(np.maximum(np.einsum("gmk,gnk->gmn", d(A), d(B)) + d(bias), 0.0))
+
+
+@ref("schedule_auto.tc:conv")
+def _(I, Wt):
+    return F(conv2d(I, Wt))
+
+
+@ref("schedule_auto.tc:softmax_rows")
+def _(X):
+    return F(softmax_last(X))
+
+
+@ref("schedule_auto.tc:softmax_e_whole")
+def _(X):
+    return F(softmax_last(X))
+
+
+@ref("schedule_auto.tc:layernorm")
+def _(X, g, b):
+    return _layernorm(X, g, b, 1e-5)
+
+
+@ref("schedule_auto.tc:rows_outer")
+def _(A, B):
+    return F(np.einsum("pmk,kn->pmn", d(A), d(B)))
+
+
+# ---- conv_gemm.tc: convolutions as implicit GEMMs on the GPU ----
+
+def _gather_conv(I, Wt, Ho, Wo, fh, fw):
+    """O[n,f,h,w] = sum_{c,kh,kw} I0[n,c,fh(h,kh),fw(w,kw)] * Wt[f,c,kh,kw],
+    I0 being I with zeros outside its bounds."""
+    I, Wt = d(I), d(Wt)
+    N, C, H, W = I.shape
+    Fo, _, KH, KW = Wt.shape
+    O = np.zeros((N, Fo, Ho, Wo))
+    for kh in range(KH):
+        for kw in range(KW):
+            r = fh(np.arange(Ho), kh)
+            c = fw(np.arange(Wo), kw)
+            mr = ((r >= 0) & (r < H)).astype(np.float64)
+            mc = ((c >= 0) & (c < W)).astype(np.float64)
+            P = I[:, :, np.clip(r, 0, H - 1)][:, :, :, np.clip(c, 0, W - 1)]
+            P = P * mr[:, None] * mc[None, :]
+            O += np.einsum("nchw,fc->nfhw", P, Wt[:, :, kh, kw])
+    return O
+
+
+def _same3(I, Wt):
+    return _gather_conv(I, Wt, I.shape[2], I.shape[3], lambda h, k: h + k - 1, lambda w, k: w + k - 1)
+
+
+@ref("conv_gemm.tc:conv_bias_relu")
+def _(I, Wt, B):
+    return F(np.maximum(_same3(I, Wt) + d(B)[None, :, None, None], 0.0))
+
+
+@ref("conv_gemm.tc:conv_strided_dilated")
+def _(I, Wt):
+    H, W = I.shape[2:]
+    KW = Wt.shape[3]
+    return F(_gather_conv(I, Wt, (H + 1) // 2, W - 3 * (KW - 1),
+                          lambda h, k: 2 * h + 2 * k - 2, lambda w, k: w + 3 * k))
+
+
+@ref("conv_gemm.tc:group_conv_pad")
+def _(I, Wt):
+    return F(np.stack([_same3(I[:, g], Wt[g]) for g in range(I.shape[1])], axis=1))
+
+
+@ref("conv_gemm.tc:conv1d_f64")
+def _(X, Wt):
+    T, K = X.shape[2], Wt.shape[2]
+    return _gather_conv(X[:, :, None, :], Wt[:, :, None, :], 1, T - K + 1,
+                        lambda h, k: h + k, lambda t, k: t + k)[:, :, 0, :]
+
+
+@ref("conv_gemm.tc:conv_nonaffine")
+def _(I, Wt):
+    return F(_gather_conv(I, Wt, I.shape[2], I.shape[3],
+                          lambda h, k: h * k - 1, lambda w, k: (w + k) // 2))

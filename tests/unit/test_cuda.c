@@ -328,6 +328,68 @@ TEST(plan_layernorm_recomputes_temporaries) {
   arena_free(&P.arena);
 }
 
+/* Later passes over the staged row read it in 16-byte vectors, the output
+ * goes out in 16-byte stores, and softmax's exp(X - max) is computed once:
+ * the sum's pass writes it over the staged row, the output's pass reads it
+ * there (or computes it, when the launch gave no room to stage). */
+TEST(plan_rows_vectorise_and_restage) {
+  Plan P;
+  CHECK(plan_of(&P, softmax_src, "softmax"));
+  GpuStep *s = P.plan->steps;
+  if (s && s->kind == GS_IF && s->then) {
+    char *k0 = kernel_text(&P, s->then->kernel);
+    CHECK_INT(count_str(k0, "if (tc_vec) {"), 3);
+    CHECK_INT(count_str(k0, "tc_st ? *(const float4 *)&tc_row[4 * tc_v] : "), 2);
+    CHECK_INT(count_str(k0, "*(float4 *)&b_O["), 1);
+    CHECK_INT(count_str(k0, "const float tc_ev = expf(tc_sv - acc0);"), 2);
+    CHECK_INT(count_str(k0, "const float tc_ev = tc_st ? tc_sv : expf(tc_sv - acc0);"), 2);
+    CHECK_INT(count_str(k0, "expf("), 4); /* no exp but in the tc_ev definitions */
+    CHECK(strstr(k0, "(&tc_o.x)[tc_j] = tc_ev / acc1;") != NULL);
+    CHECK(strstr(k0, "typedef typename tc_ix_of<tc_w>::t tc_ix;") != NULL);
+  }
+  arena_free(&P.arena);
+  /* the output's pass also reads X itself: nothing restaged */
+  CHECK(plan_of(&P,
+                "def sp(float(N,D) X) -> (O) {\n"
+                "    mx(n) max=! X(n,d)\n"
+                "    e(n,d) = exp(X(n,d) - mx(n))\n"
+                "    s(n) +=! e(n,d)\n"
+                "    O(n,d) = e(n,d) / s(n) + X(n,d)\n"
+                "}\n",
+                "sp"));
+  CHECK(!strstr(P.source, "tc_ev"));
+  arena_free(&P.arena);
+}
+
+/* The separable blur (its horizontal pass recomputed by the vertical one's
+ * threads) computes 8 rows a thread, values before stores. */
+TEST(plan_blur_is_a_stencil) {
+  Plan P;
+  CHECK(plan_of(&P,
+                "def blur(float(H,W) I : clamp) -> (O) {\n"
+                "    T(y,x) = (I(y-1,x-1) + I(y-1,x) + I(y-1,x+1)) * 0.33333334 "
+                "where y in 0:H+2, x in 0:W\n"
+                "    O(y,x) = (T(y,x) + T(y+1,x) + T(y+2,x)) * 0.33333334 where y in 0:H\n"
+                "}\n",
+                "blur"));
+  CHECK_INT(P.plan->nkernels, 1);
+  GpuStep *s = P.plan->steps;
+  while (s && s->kind != GS_LAUNCH)
+    s = s->kind == GS_IF ? s->then : s->next;
+  CHECK(s && s->gk == GK_POINTWISE && s->rows == 8);
+  CHECK(strstr(P.source, "tc_s[7] = ") != NULL && strstr(P.source, "= tc_s[tc_r];") != NULL);
+  arena_free(&P.arena);
+  /* a pointwise kernel reading each input once is no stencil */
+  CHECK(plan_of(&P, "def ax(float(M,N) A, float(M,N) B) -> (C) {\n    C(i,j) = A(i,j) * B(i,j)\n}\n",
+                "ax"));
+  s = P.plan->steps;
+  while (s && s->kind != GS_LAUNCH)
+    s = s->kind == GS_IF ? s->then : s->next;
+  CHECK(s && s->gk == GK_POINTWISE && s->rows == 0);
+  CHECK(!strstr(P.source, "tc_s["));
+  arena_free(&P.arena);
+}
+
 TEST(plan_epilogues_fuse) {
   Plan P;
   CHECK(plan_of(&P,
@@ -342,6 +404,98 @@ TEST(plan_epilogues_fuse) {
   /* one store of O1, after the reduction: the others were forwarded */
   CHECK_INT(count_str(P.source, "b_O1["), 1);
   arena_free(&P.arena);
+}
+
+/* Convolutions (several reduction loops around a product, output
+ * positions read by the input only, output channels by the weights only)
+ * run as implicit GEMMs: a tile for few output channels and one for many,
+ * chosen on the host; the padding is one unsigned compare per dimension of
+ * a row part and a k part computed outside the element loop.  Products
+ * where no output index belongs to one factor alone keep the pointwise
+ * kernel. */
+static const char conv_src[] =
+    "def conv(float(N,C,H,W) I : constant(0) [H,W], float(F,C,3,3) Wt, float(F) B) -> (O) {\n"
+    "    O(n,f,h,w) +=! I(n,c,h+kh-1,w+kw-1) * Wt(f,c,kh,kw) where h in 0:H, w in 0:W\n"
+    "    O(n,f,h,w) = fmax(O(n,f,h,w) + B(f), 0.0)\n"
+    "}\n"
+    "def gconv(float(N,G,C,H,W) I, float(G,F,C,KH,KW) Wt) -> (O) {\n"
+    "    O(n,g,f,h,w) +=! I(n,g,c,h+kh,w+kw) * Wt(g,f,c,kh,kw)\n"
+    "}\n"
+    "def depthwise(float(N,C,H,W) I, float(C,KH,KW) Wt) -> (O) {\n"
+    "    O(n,c,h,w) +=! I(n,c,h+kh,w+kw) * Wt(c,kh,kw)\n"
+    "}\n";
+
+TEST(plan_convolutions_are_implicit_gemms) {
+  Plan P;
+  CHECK(plan_of(&P, conv_src, "conv"));
+  GpuStep *s = P.plan->steps;
+  CHECK(s && s->kind == GS_IF && !s->next && P.plan->nkernels == 2);
+  if (s && s->kind == GS_IF && s->then && s->els) {
+    CHECK(s->then->gk == GK_TILED && s->then->tile_n == 16 && !s->then->outer);
+    CHECK(s->els->gk == GK_TILED && s->els->tile_n == 64 && !s->els->outer);
+    for (int k = 0; k < 2; k++) {
+      char *t = kernel_text(&P, k);
+      CHECK_INT(count_str(t, "b_O["), 1); /* the bias and ReLU fused into the one store */
+      CHECK(strstr(t, "__fmaf_rn(") != NULL);
+      CHECK(strstr(t, "((tc_u64)((tc_i64)((tc_u64)tc_sma0 + (tc_u64)tc_ska0)) < (tc_u64)(b_I_n2))") !=
+            NULL);
+      CHECK(strstr(t, "if (tc_k0 + 8 + 8 <= 0xffffffffll) {") != NULL);
+    }
+    CHECK(strstr(kernel_text(&P, 0), "tc_As[8][256]") != NULL);
+    CHECK(strstr(kernel_text(&P, 1), "tc_As[8][128]") != NULL);
+  }
+  arena_free(&P.arena);
+  CHECK(plan_of(&P, conv_src, "gconv")); /* the groups on blockIdx.z */
+  s = P.plan->steps;
+  CHECK(s && s->kind == GS_IF && s->then && s->then->gk == GK_TILED && s->then->outer);
+  arena_free(&P.arena);
+  CHECK(plan_of(&P, conv_src, "depthwise"));
+  CHECK(P.plan->nkernels >= 1 && !strstr(P.source, "tc_As["));
+  arena_free(&P.arena);
+}
+
+/* 16-bit float contractions run on the tensor cores (one kernel, mma.sync
+ * with the operands' type, 16-byte copies where a subscript is affine);
+ * float32 ones, mixed 16-bit types and integer ones keep the SIMT kernel. */
+static int mma_calls(const char *src, const char *entry, const char *what) {
+  Plan P;
+  if (!plan_of(&P, src, entry))
+    return -1;
+  int n = P.plan->nkernels == 1 ? count_str(kernel_text(&P, 0), what) : -2;
+  arena_free(&P.arena);
+  return n;
+}
+
+TEST(plan_half_contractions_use_tensor_cores) {
+  const char *bf =
+      "def mm(bfloat16(M,K) A, bfloat16(K,N) B) -> (C) {\n    C(m,n) +=! A(m,k) * B(k,n)\n}\n";
+  const char *f16t = "def mm(float16(K,M) A, float16(N,K) B) -> (C) {\n"
+                     "    C(m,n) +=! float(A(k,m)) * float(B(n,k))\n}\n";
+  const char *relu = "def mm(bfloat16(M,K) A, bfloat16(N,K) B, float(N) b) -> (C) {\n"
+                     "    C(m,n) +=! float(A(m,k)) * float(B(n,k))\n"
+                     "    C(m,n) = fmax(C(m,n) + b(n), 0.0)\n}\n";
+  const char *f32 = "def mm(float(M,K) A, float(K,N) B) -> (C) {\n    C(m,n) +=! A(m,k) * B(k,n)\n}\n";
+  const char *mixed = "def mm(float16(M,K) A, bfloat16(K,N) B) -> (C) {\n"
+                      "    C(m,n) +=! A(m,k) * B(k,n)\n}\n";
+  const char *scaled = "def mm(bfloat16(M,K) A, bfloat16(K,N) B) -> (C) {\n"
+                       "    C(m,n) +=! A(m,k) * B(k,n) * 2.0\n}\n";
+  const char *clamp = "def mm(bfloat16(M,K) A : clamp, bfloat16(K,N) B) -> (C) {\n"
+                      "    C(m,n) +=! A(m,k+1) * B(k,n) where m in 0:M, k in 0:K\n}\n";
+  CHECK_INT(mma_calls(bf, "mm", "tc_mma_bf16(tc_c"), 1);
+  int copies = mma_calls(bf, "mm", "tc_cp16(tc_saddr"); /* A and B, prologue and loop */
+  CHECK(copies >= 4 && copies % 2 == 0);
+  CHECK_INT(mma_calls(bf, "mm", "tc_ldm4t("), 1);          /* B(k,n): [k][n] tiles */
+  CHECK_INT(mma_calls(f16t, "mm", "tc_mma_f16(tc_c"), 1);
+  CHECK_INT(mma_calls(f16t, "mm", "tc_ldm4t("), 1);        /* A(k,m) */
+  CHECK_INT(mma_calls(relu, "mm", "tc_mma_bf16(tc_c"), 1);
+  CHECK_INT(mma_calls(relu, "mm", "fmaxf("), 1);
+  CHECK_INT(mma_calls(f32, "mm", "tc_mma_"), 0);
+  CHECK_INT(mma_calls(f32, "mm", "__fmaf_rn("), 1);
+  CHECK_INT(mma_calls(mixed, "mm", "tc_mma_"), 0);
+  CHECK_INT(mma_calls(scaled, "mm", "tc_mma_"), 0);
+  /* a clamped subscript is not affine: A's loads one by one, B's copied */
+  CHECK_INT(mma_calls(clamp, "mm", "tc_mma_bf16(tc_c"), 1);
+  CHECK_INT(2 * mma_calls(clamp, "mm", "tc_cp16(tc_saddr"), copies);
 }
 
 TEST(plan_scalar_reduction_is_one_block) {

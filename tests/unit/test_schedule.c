@@ -435,6 +435,84 @@ TEST(tile_runs_on_strided_output) {
   prog_close(&P);
 }
 
+/* C = A B^T: B's full tiles are packed as 8 x 8 in-register transposes
+ * (32-byte vectors) where B's last stride is 1, one element at a time
+ * otherwise (here a stride of 2), and the partial tile and the steps past
+ * the last whole block (K = 300: 44 in the second block, 5 blocks and 4)
+ * one element at a time in both cases. */
+TEST(tile_transposed_packing) {
+  Prog P;
+  CHECK(prog_open(&P, "def mmnt(float(M,K) A, float(N,K) B) -> (C) { C(m,n) +=! A(m,k) * B(n,k) }\n",
+                  "mmnt", true));
+  CHECK(P.source && strstr(P.source, "tc_tr8_f32(&") != NULL);
+  if (!P.fn) {
+    prog_close(&P);
+    return;
+  }
+  enum { M = 13, K = 300, N = 37 };
+  static float a[M * K], b[N * K * 2], c[M * N];
+  unsigned seed = 3;
+  for (int i = 0; i < M * K; i++)
+    a[i] = frand(&seed);
+  for (int i = 0; i < N * K * 2; i++)
+    b[i] = frand(&seed);
+  for (int bs = 1; bs <= 2; bs++) {
+    Args ar = {.sizes = {M, K, N}};
+    set_buf(&ar, P.f->bufs[0], a, (int64_t[]){M, K});
+    set_buf(&ar, P.f->bufs[1], b, (int64_t[]){N, K});
+    set_buf(&ar, P.f->bufs[2], c, (int64_t[]){M, N});
+    ar.stride[P.f->bufs[1]->dim_offset] = bs * K;
+    ar.stride[P.f->bufs[1]->dim_offset + 1] = bs;
+    TestRT rt;
+    CHECK_INT(run(&P, &ar, &rt), 0);
+    int bad = 0;
+    for (int m = 0; m < M; m++)
+      for (int n = 0; n < N; n++) {
+        double want = 0;
+        for (int k = 0; k < K; k++)
+          want += (double)a[m * K + k] * b[n * bs * K + k * bs];
+        bad += fabs(c[m * N + n] - want) > 1e-4 * (1 + fabs(want));
+      }
+    CHECK_INT(bad, 0);
+  }
+  prog_close(&P);
+}
+
+/* The same in float64: 4 x 4 blocks (4 doubles fill 32 bytes). */
+TEST(tile_transposed_packing_f64) {
+  Prog P;
+  CHECK(prog_open(&P, "def mmnt(double(M,K) A, double(N,K) B) -> (C) { C(m,n) +=! A(m,k) * B(n,k) }\n",
+                  "mmnt", true));
+  CHECK(P.source && strstr(P.source, "tc_tr4_f64(&") != NULL);
+  if (!P.fn) {
+    prog_close(&P);
+    return;
+  }
+  enum { M = 9, K = 70, N = 19 };
+  static double a[M * K], b[N * K], c[M * N];
+  unsigned seed = 5;
+  for (int i = 0; i < M * K; i++)
+    a[i] = frand(&seed);
+  for (int i = 0; i < N * K; i++)
+    b[i] = frand(&seed);
+  Args ar = {.sizes = {M, K, N}};
+  set_buf(&ar, P.f->bufs[0], a, (int64_t[]){M, K});
+  set_buf(&ar, P.f->bufs[1], b, (int64_t[]){N, K});
+  set_buf(&ar, P.f->bufs[2], c, (int64_t[]){M, N});
+  TestRT rt;
+  CHECK_INT(run(&P, &ar, &rt), 0);
+  int bad = 0;
+  for (int m = 0; m < M; m++)
+    for (int n = 0; n < N; n++) {
+      double want = 0;
+      for (int k = 0; k < K; k++)
+        want += a[m * K + k] * b[n * K + k];
+      bad += fabs(c[m * N + n] - want) > 1e-12 * (1 + fabs(want));
+    }
+  CHECK_INT(bad, 0);
+  prog_close(&P);
+}
+
 /* ---- schedule ---- */
 
 TEST(schedule_vectorizes_reductions) {
