@@ -36,7 +36,7 @@ $(BUILD)/libtensorc.so: $(OBJ)
 $(BUILD)/tensorc: $(TOOL_SRC) tools/*.h include/tensorc.h $(BUILD)/libtensorc.a
 	$(CC) $(CFLAGS_ALL) -Itools -o $@ $(TOOL_SRC) $(BUILD)/libtensorc.a $(LDLIBS_ALL)
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/libtensorc.a
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h tests/unit/front.h $(BUILD)/libtensorc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests/unit -o $@ $< $(BUILD)/libtensorc.a $(LDLIBS_ALL)
 

@@ -15,6 +15,7 @@
  *     by tc_run_alloc_ex, a failing gather) against the interpreter. */
 #include "tc.h"
 #include "unit.h"
+#include "front.h"
 
 #include <glob.h>
 #include <math.h>
@@ -202,22 +203,13 @@ typedef struct Plan {
 
 static bool plan_of(Plan *P, const char *src, const char *entry) {
   memset(P, 0, sizeof *P);
-  P->c.arena = &P->arena;
-  P->c.err = &P->err;
-  P->c.jmp = &P->jmp;
-  P->file = (SrcFile){"test.tc", src, strlen(src)};
-  P->c.file = &P->file;
+  front_init(&P->c, &P->arena, &P->err, &P->jmp, &P->file, src);
   if (setjmp(P->jmp)) {
     fprintf(stderr, "%s\n", P->err.diagnostic);
     return false;
   }
   Ctx *c = &P->c;
-  int ntoks;
-  Program *prog = parse_program(c, lex_tokenize(c, &ntoks));
-  sema_program(c, prog);
-  for (int i = 0; i < prog->ndefs; i++)
-    infer_def(c, prog->defs[i]);
-  Def *d = sema_find_def(prog, entry);
+  Def *d = front_def(c, entry);
   if (!d)
     return false;
   IRFunc *f = pipeline_run_gpu(c, d, NULL);

@@ -6,6 +6,7 @@
  * compares with values computed by hand.  These tests need no front end. */
 #include "tc.h"
 #include "unit.h"
+#include "front.h"
 
 #include <dlfcn.h>
 #include <math.h>
@@ -63,7 +64,6 @@ typedef struct K {
   char *source;
   void *so;
   tc_kernel_fn fn;
-  char dir[64];
 } K;
 
 static Ctx *k_init(K *k, int nsyms) {
@@ -180,23 +180,9 @@ static bool k_build(K *k, IRStmt *body) {
   CHECK_STR(again.s, k->source);
   buf_free(&again);
 
-  snprintf(k->dir, sizeof k->dir, "/tmp/tc_test_emit_XXXXXX");
-  if (!mkdtemp(k->dir))
-    return false;
-  char so[128];
-  snprintf(so, sizeof so, "%s/k.so", k->dir);
-  JitConfig cfg = {getenv("CC") ? getenv("CC") : "cc", NULL, 0};
-  tc_error err;
-  if (jit_build(&cfg, k->source, strlen(k->source), so, &err) != TC_OK) {
-    fprintf(stderr, "%s\n--- source:\n%s\n", err.message, k->source);
-    return false;
-  }
-  k->so = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-  unlink(so);
-  rmdir(k->dir);
+  k->fn = front_load(k->source, &k->so);
   if (!k->so)
     return false;
-  k->fn = (tc_kernel_fn)(uintptr_t)dlsym(k->so, "tc_kernel");
   const int *abi = dlsym(k->so, "tc_kernel_abi");
   return k->fn && abi && *abi == TC_KERNEL_ABI;
 }

@@ -8,6 +8,7 @@
  * does not depend on the host. */
 #include "tc.h"
 #include "unit.h"
+#include "front.h"
 
 #include <dlfcn.h>
 #include <math.h>
@@ -67,22 +68,7 @@ static bool compile_c(Prog *P) {
   Buf b = {0};
   emitc_func(&P->c, P->f, &b);
   P->source = buf_detach(&b);
-  char dir[] = "/tmp/tc_test_schedule_XXXXXX", so[64];
-  if (!mkdtemp(dir))
-    return false;
-  snprintf(so, sizeof so, "%s/k.so", dir);
-  JitConfig cfg = {getenv("CC") ? getenv("CC") : "cc", NULL, 0};
-  tc_error err;
-  tc_status st = jit_build(&cfg, P->source, strlen(P->source), so, &err);
-  if (st == TC_OK)
-    P->so = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-  unlink(so);
-  rmdir(dir);
-  if (st != TC_OK) {
-    fprintf(stderr, "%s\n--- source:\n%s\n", err.message, P->source);
-    return false;
-  }
-  P->fn = P->so ? (tc_kernel_fn)(uintptr_t)dlsym(P->so, "tc_kernel") : NULL;
+  P->fn = front_load(P->source, &P->so);
   return P->fn != NULL;
 }
 
@@ -90,23 +76,12 @@ static bool compile_c(Prog *P) {
  * compiles and loads it. */
 static bool prog_open(Prog *P, const char *src, const char *entry, bool build) {
   memset(P, 0, sizeof *P);
-  P->c.arena = &P->arena;
-  P->c.err = &P->err;
-  P->c.jmp = &P->jmp;
-  P->file = (SrcFile){"test.tc", src, strlen(src)};
-  P->c.file = &P->file;
+  front_init(&P->c, &P->arena, &P->err, &P->jmp, &P->file, src);
   if (setjmp(P->jmp)) {
     fprintf(stderr, "%s\n", P->err.message);
     return false;
   }
-  Ctx *c = &P->c;
-  int ntoks;
-  Token *toks = lex_tokenize(c, &ntoks);
-  Program *prog = parse_program(c, toks);
-  sema_program(c, prog);
-  for (int i = 0; i < prog->ndefs; i++)
-    infer_def(c, prog->defs[i]);
-  P->d = sema_find_def(prog, entry);
+  P->d = front_def(&P->c, entry);
   if (!P->d)
     return false;
   passes(P);

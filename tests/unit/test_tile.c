@@ -7,6 +7,7 @@
  * a minimal runtime against sums computed here in double precision. */
 #include "tc.h"
 #include "unit.h"
+#include "front.h"
 
 #include <dlfcn.h>
 #include <math.h>
@@ -46,45 +47,19 @@ static void passes(Prog *P, Def *d, int width) {
 static bool compile_c(Prog *P) {
   Buf b = {0};
   emitc_func(&P->c, P->f, &b);
-  char *src = buf_detach(&b);
-  char dir[] = "/tmp/tc_test_tile_XXXXXX", so[64];
-  bool ok = false;
-  if (mkdtemp(dir)) {
-    snprintf(so, sizeof so, "%s/k.so", dir);
-    JitConfig cfg = {getenv("CC") ? getenv("CC") : "cc", NULL, 0};
-    tc_error err;
-    if (jit_build(&cfg, src, strlen(src), so, &err) == TC_OK)
-      P->so = dlopen(so, RTLD_NOW | RTLD_LOCAL);
-    else
-      fprintf(stderr, "%s\n", err.message);
-    unlink(so);
-    rmdir(dir);
-    P->fn = P->so ? (tc_kernel_fn)(uintptr_t)dlsym(P->so, "tc_kernel") : NULL;
-    ok = P->fn != NULL;
-  }
-  free(src);
-  return ok;
+  P->fn = front_load(b.s, &P->so);
+  buf_free(&b);
+  return P->fn != NULL;
 }
 
 static bool prog_open(Prog *P, const char *src, const char *entry, int width) {
   memset(P, 0, sizeof *P);
-  P->c.arena = &P->arena;
-  P->c.err = &P->err;
-  P->c.jmp = &P->jmp;
-  P->file = (SrcFile){"test.tc", src, strlen(src)};
-  P->c.file = &P->file;
+  front_init(&P->c, &P->arena, &P->err, &P->jmp, &P->file, src);
   if (setjmp(P->jmp)) {
     fprintf(stderr, "%s\n", P->err.message);
     return false;
   }
-  Ctx *c = &P->c;
-  int ntoks;
-  Token *toks = lex_tokenize(c, &ntoks);
-  Program *prog = parse_program(c, toks);
-  sema_program(c, prog);
-  for (int i = 0; i < prog->ndefs; i++)
-    infer_def(c, prog->defs[i]);
-  Def *d = sema_find_def(prog, entry);
+  Def *d = front_def(&P->c, entry);
   if (!d)
     return false;
   passes(P, d, width);
