@@ -1536,6 +1536,18 @@ static void begin_kernel(Emit *E, GpuKernelKind gk) {
 }
 
 /* A POINTWISE kernel: block loops on y, the thread loop on x. */
+/* The launch of a POINTWISE kernel: 256 threads a block over thread loop t,
+ * `outer` iterations of the block loops. */
+static GpuStep *pointwise_step(Emit *E, int id, IRExpr *outer, const IRStmt *t) {
+  GpuStep *s = new_step(E, GS_LAUNCH);
+  s->kernel = id;
+  s->gk = GK_POINTWISE;
+  s->outer = outer;
+  s->inner = t->extent;
+  s->threads = 256;
+  return s;
+}
+
 static GpuStep *kernel_pointwise(Emit *E, IRStmt *root, const KernelShape *k, IRStmt *t) {
   int id = E->plan->nkernels++;
   begin_kernel(E, GK_POINTWISE);
@@ -1571,13 +1583,7 @@ static GpuStep *kernel_pointwise(Emit *E, IRStmt *root, const KernelShape *k, IR
   buf_indent(&b, ind);
   buf_puts(&b, "}\n  }\n");
   finish_kernel(E, id, 256, &root, 1, &b, outer, NULL);
-  GpuStep *s = new_step(E, GS_LAUNCH);
-  s->kernel = id;
-  s->gk = GK_POINTWISE;
-  s->outer = outer;
-  s->inner = t->extent;
-  s->threads = 256;
-  return s;
+  return pointwise_step(E, id, outer, t);
 }
 
 /* ---- staging a row in shared memory ---- */
@@ -2030,12 +2036,7 @@ static GpuStep *kernel_stencil(Emit *E, IRStmt *root, const KernelShape *k, IRSt
   emit_body_of(E, &b, t->body, 5, SC_THREAD);
   buf_puts(&b, "        }\n      }\n    }\n  }\n");
   finish_kernel(E, id, 256, &root, 1, &b, outer, NULL);
-  GpuStep *s = new_step(E, GS_LAUNCH);
-  s->kernel = id;
-  s->gk = GK_POINTWISE;
-  s->outer = outer;
-  s->inner = t->extent;
-  s->threads = 256;
+  GpuStep *s = pointwise_step(E, id, outer, t);
   s->rows = STENCIL_ROWS;
   return s;
 }

@@ -49,4 +49,22 @@ static inline tc_kernel_fn front_load(const char *source, void **so) {
   return *so ? (tc_kernel_fn)(uintptr_t)dlsym(*so, "tc_kernel") : NULL;
 }
 
+/* Kernel arguments: per buffer, data, shape and strides (compact unless
+ * set); sizes per size symbol. */
+typedef struct Args {
+  void *data[8];
+  int64_t shape[32], stride[32], sizes[8];
+} Args;
+
+/* Buffer b's data, with `shape` and compact row-major strides. */
+static inline void set_buf(Args *a, const Buffer *b, void *data, const int64_t *shape) {
+  a->data[b->slot] = data;
+  int64_t s = 1;
+  for (int d = b->rank - 1; d >= 0; d--) {
+    a->shape[b->dim_offset + d] = shape[d];
+    a->stride[b->dim_offset + d] = s;
+    s *= shape[d];
+  }
+}
+
 #endif

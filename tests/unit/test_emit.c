@@ -194,23 +194,6 @@ static void k_free(K *k) {
   arena_free(&k->arena);
 }
 
-/* Arguments for a kernel call: data per buffer, shapes/strides per dim. */
-typedef struct Args {
-  void *data[8];
-  int64_t shape[16], stride[16], sizes[4];
-} Args;
-
-/* Sets buffer b's shape (compact row-major strides unless given later). */
-static void set_shape(Args *a, const Buffer *b, void *data, const int64_t *shape) {
-  a->data[b->slot] = data;
-  int64_t s = 1;
-  for (int d = b->rank - 1; d >= 0; d--) {
-    a->shape[b->dim_offset + d] = shape[d];
-    a->stride[b->dim_offset + d] = s;
-    s *= shape[d];
-  }
-}
-
 static int run(K *k, Args *a, TestRT *rt) {
   rt_init(rt);
   tc_kargs ka = {a->data, a->shape, a->stride, a->sizes, &rt->rt};
@@ -251,11 +234,11 @@ TEST(matmul_f32) {
   for (int i = 0; i < N * KK; i++)
     bt[i] = (float)(i % 5) * 0.5f;
   Args ar = {.sizes = {M, N, KK}};
-  set_shape(&ar, A, a, (int64_t[]){M, KK});
-  set_shape(&ar, B, bt, (int64_t[]){KK, N});
+  set_buf(&ar, A, a, (int64_t[]){M, KK});
+  set_buf(&ar, B, bt, (int64_t[]){KK, N});
   ar.stride[B->dim_offset] = 1; /* B(k,n) = bt[n*K + k] */
   ar.stride[B->dim_offset + 1] = KK;
-  set_shape(&ar, C, cc, (int64_t[]){M, N});
+  set_buf(&ar, C, cc, (int64_t[]){M, N});
   TestRT rt;
   CHECK_INT(run(&k, &ar, &rt), 0);
   CHECK(rt.ntasks >= 2);
@@ -297,10 +280,10 @@ static void int_divmod_case(tc_dtype t, const int64_t *x, const int64_t *y, int 
   }
   Args ar = {.sizes = {n}};
   int64_t shp[1] = {n};
-  set_shape(&ar, A, a, shp);
-  set_shape(&ar, B, b, shp);
-  set_shape(&ar, Q, qq, shp);
-  set_shape(&ar, R, rr, shp);
+  set_buf(&ar, A, a, shp);
+  set_buf(&ar, B, b, shp);
+  set_buf(&ar, Q, qq, shp);
+  set_buf(&ar, R, rr, shp);
   TestRT rt;
   CHECK_INT(run(&k, &ar, &rt), 0);
   for (int e = 0; e < n; e++) {
@@ -359,8 +342,8 @@ static bool cast_kernel(K *k, tc_dtype from, tc_dtype to, Buffer **A, Buffer **O
 static void run_cast(K *k, Buffer *A, Buffer *O, void *in, void *out, int n) {
   Args ar = {.sizes = {n}};
   int64_t shp[1] = {n};
-  set_shape(&ar, A, in, shp);
-  set_shape(&ar, O, out, shp);
+  set_buf(&ar, A, in, shp);
+  set_buf(&ar, O, out, shp);
   TestRT rt;
   CHECK_INT(run(k, &ar, &rt), 0);
 }
@@ -529,10 +512,10 @@ TEST(nan_min_max_and_float_mod) {
   float out[5][6];
   Args ar = {.sizes = {6}};
   int64_t shp[1] = {6};
-  set_shape(&ar, A, a, shp);
-  set_shape(&ar, B, b, shp);
+  set_buf(&ar, A, a, shp);
+  set_buf(&ar, B, b, shp);
   for (int q = 0; q < 5; q++)
-    set_shape(&ar, O[q], out[q], shp);
+    set_buf(&ar, O[q], out[q], shp);
   TestRT rt;
   CHECK_INT(run(&k, &ar, &rt), 0);
   CHECK(isnan(out[0][0]) && isnan(out[0][1]) && out[0][2] == 2.0f);
@@ -569,9 +552,9 @@ TEST(indirect_index_failure) {
   float e[4] = {10, 11, 12, 13}, o[5];
   int32_t idx[5] = {3, 0, 2, 1, 1};
   Args ar = {.sizes = {4, 5}};
-  set_shape(&ar, E, e, (int64_t[]){4});
-  set_shape(&ar, Ix, idx, (int64_t[]){5});
-  set_shape(&ar, O, o, (int64_t[]){5});
+  set_buf(&ar, E, e, (int64_t[]){4});
+  set_buf(&ar, Ix, idx, (int64_t[]){5});
+  set_buf(&ar, O, o, (int64_t[]){5});
   TestRT rt;
   CHECK_INT(run(&k, &ar, &rt), 0);
   CHECK(o[0] == 13 && o[1] == 10 && o[2] == 12 && o[3] == 11);
@@ -610,8 +593,8 @@ TEST(check_stops_kernel) {
   }
   int16_t a[4] = {1, 2, 200, -3}, o[4] = {0};
   Args ar = {.sizes = {3}};
-  set_shape(&ar, A, a, (int64_t[]){4});
-  set_shape(&ar, O, o, (int64_t[]){3});
+  set_buf(&ar, A, a, (int64_t[]){4});
+  set_buf(&ar, O, o, (int64_t[]){3});
   TestRT rt;
   CHECK_INT(run(&k, &ar, &rt), 0);
   CHECK_INT(o[0], 600);
@@ -619,7 +602,7 @@ TEST(check_stops_kernel) {
   CHECK_INT(o[2], -900);
   o[0] = 0;
   ar.sizes[0] = 4;
-  set_shape(&ar, O, o, (int64_t[]){4});
+  set_buf(&ar, O, o, (int64_t[]){4});
   CHECK_INT(run(&k, &ar, &rt), 1);
   CHECK_INT(rt.site, site);
   CHECK_INT(rt.value, 4);
@@ -649,8 +632,8 @@ TEST(float16_accumulator) {
   /* 2048 + 1 + 1 + 1 + 1: in float16 steps 2048 + 1 == 2048; in float 2052 */
   uint16_t a[5] = {0x6800, 0x3c00, 0x3c00, 0x3c00, 0x3c00}, s16 = 0;
   Args ar = {.sizes = {5}};
-  set_shape(&ar, A, a, (int64_t[]){5});
-  set_shape(&ar, S, &s16, NULL);
+  set_buf(&ar, A, a, (int64_t[]){5});
+  set_buf(&ar, S, &s16, NULL);
   TestRT rt;
   CHECK_INT(run(&k, &ar, &rt), 0);
   CHECK_INT(s16, 0x6802); /* 2052 */

@@ -160,22 +160,6 @@ static void rt_fail(tc_krt *rt, int site, int64_t value, int64_t bound) {
   rt->failed = 1;
 }
 
-/* Kernel arguments: per buffer, data, shape and strides (compact unless
- * set); sizes per size symbol. */
-typedef struct Args {
-  void *data[8];
-  int64_t shape[32], stride[32], sizes[8];
-} Args;
-
-static void set_buf(Args *a, const Buffer *b, void *data, const int64_t *shape) {
-  a->data[b->slot] = data;
-  int64_t s = 1;
-  for (int d = b->rank - 1; d >= 0; d--) {
-    a->shape[b->dim_offset + d] = shape[d];
-    a->stride[b->dim_offset + d] = s;
-    s *= shape[d];
-  }
-}
 
 static int run(Prog *P, Args *a, TestRT *rt) {
   memset(rt, 0, sizeof *rt);

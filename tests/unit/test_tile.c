@@ -93,20 +93,6 @@ static void rt_fail(tc_krt *rt, int site, int64_t value, int64_t bound) {
   rt->failed = 1;
 }
 
-typedef struct Args {
-  void *data[4];
-  int64_t shape[16], stride[16], sizes[8];
-} Args;
-
-static void set_buf(Args *a, const Buffer *b, void *data, const int64_t *shape) {
-  a->data[b->slot] = data;
-  int64_t s = 1;
-  for (int d = b->rank - 1; d >= 0; d--) {
-    a->shape[b->dim_offset + d] = shape[d];
-    a->stride[b->dim_offset + d] = s;
-    s *= shape[d];
-  }
-}
 
 static int run(Prog *P, Args *a) {
   tc_krt rt = {rt_parallel_for, rt_fail, 0};
